@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# No Docker engine runs here, so this proves the Dockerfile's steps instead: it builds the binary with
+# the Dockerfile's own build command, checks it is static, and runs it from an otherwise empty root
+# directory (chroot) as uid 65532, the distroless nonroot user, until /livez answers. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_cmd=$(sed -n 's/^RUN \(CGO_ENABLED=0 go build .*\) -o \/out\/clinicalapi \.$/\1/p' Dockerfile)
+[ -n "$build_cmd" ] || { echo "container-check: build command not found in Dockerfile" >&2; exit 1; }
+root=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$root" "$root.log"' EXIT
+pid=
+env $build_cmd -o "$root/clinicalapi" .
+if ldd "$root/clinicalapi" >/dev/null 2>&1; then
+  echo "container-check: binary is dynamically linked" >&2; exit 1
+fi
+chmod 0755 "$root"
+port=18099
+PORT=$port chroot --userspec=65532:65532 "$root" /clinicalapi >"$root.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do
+  if body=$(curl -fsS "http://127.0.0.1:$port/livez" 2>/dev/null); then
+    echo "container-check: /livez from an empty root as uid $(stat -c %u /proc/$pid) -> $body"
+    [ "$(stat -c %u /proc/$pid)" = 65532 ] || { echo "container-check: not running as 65532" >&2; exit 1; }
+    ls -A "$root"
+    exit 0
+  fi
+  sleep 0.1
+done
+echo "container-check: /livez never answered" >&2
+cat "$root.log" >&2
+exit 1
