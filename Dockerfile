@@ -10,6 +10,8 @@ RUN CGO_ENABLED=0 go build -trimpath -o /out/clinicalapi .
 # Run: distroless static (CA certificates and tzdata, no shell), as the nonroot user (uid 65532).
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/clinicalapi /clinicalapi
+# The Patient journal: the nonroot user's home exists in this image and is theirs. Mount a volume here.
+ENV DATA_DIR=/home/nonroot/data
 USER nonroot:nonroot
 EXPOSE 8080
 ENTRYPOINT ["/clinicalapi"]

@@ -17,6 +17,7 @@ import (
 	"path"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -29,9 +30,12 @@ type route struct {
 }
 
 // routes is the whole API surface in one table.
-func routes(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS) []route {
+func routes(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS, store patientStore) []route {
 	return []route{
 		{"POST", "/egfr", handleEGFR()},
+		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement()))},
+		{"POST", "/Patient", withFHIRFormat(handlePatientCreate(log, store))},
+		{"GET", "/Patient/{id}", withFHIRFormat(handlePatientRead(store))},
 		{"GET", "/livez", handleLivez()},
 		{"GET", "/readyz", handleReadyz(ready)},
 		{"GET", "/openapi.json", handleStatic(spec, "application/json", "no-cache")},
@@ -59,9 +63,9 @@ func addRoutes(mux *http.ServeMux, rs []route) {
 }
 
 // newServer builds the service's handler: the routes behind the request middleware.
-func newServer(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS) http.Handler {
+func newServer(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS, store patientStore) http.Handler {
 	mux := http.NewServeMux()
-	addRoutes(mux, routes(log, ready, spec, docs))
+	addRoutes(mux, routes(log, ready, spec, docs, store))
 	return withRequestContext(log, mux)
 }
 
@@ -235,7 +239,7 @@ func handleDocs(docs fs.FS) http.Handler {
 // handleNotFound is the JSON 404 for every path no route matches.
 func handleNotFound() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, r, http.StatusNotFound, "There is no resource at this path.", nil)
+		writeError(w, r, http.StatusNotFound, "There is no resource at this path.")
 	})
 }
 
@@ -243,8 +247,8 @@ func handleNotFound() http.Handler {
 func handleMethodNotAllowed(allow string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
-		writeProblem(w, r, http.StatusMethodNotAllowed,
-			fmt.Sprintf("This path does not support %s; it supports %s.", r.Method, allow), nil)
+		writeError(w, r, http.StatusMethodNotAllowed,
+			fmt.Sprintf("This path does not support %s; it supports %s.", r.Method, allow))
 	})
 }
 
@@ -260,6 +264,56 @@ func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
 	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(status)
 	w.Write(b.Bytes())
+}
+
+// writeError writes an error in the format of the route family: an OperationOutcome on the FHIR routes,
+// problem details elsewhere.
+func writeError(w http.ResponseWriter, r *http.Request, status int, detail string) {
+	if isFHIRPath(r.URL.Path) {
+		writeOutcome(w, status, []fhirIssue{{Severity: "error", Code: issueTypeFor(status), Diagnostics: detail}})
+		return
+	}
+	writeProblem(w, r, status, detail, nil)
+}
+
+// isFHIRPath reports whether p belongs to the FHIR API (the service root is the FHIR base).
+func isFHIRPath(p string) bool {
+	return p == "/metadata" || p == "/Patient" || strings.HasPrefix(p, "/Patient/")
+}
+
+// issueTypeFor is the FHIR IssueType for a generic error status.
+func issueTypeFor(status int) string {
+	switch status {
+	case http.StatusNotFound:
+		return "not-found"
+	case http.StatusGone:
+		return "deleted"
+	case http.StatusMethodNotAllowed, http.StatusNotAcceptable, http.StatusUnsupportedMediaType:
+		return "not-supported"
+	case http.StatusPreconditionFailed, http.StatusConflict:
+		return "conflict"
+	case http.StatusRequestEntityTooLarge:
+		return "too-long"
+	case http.StatusUnprocessableEntity:
+		return "business-rule"
+	case http.StatusServiceUnavailable:
+		return "transient"
+	}
+	if status >= 500 {
+		return "exception"
+	}
+	return "invalid"
+}
+
+// operationOutcome is the FHIR R4 error body.
+type operationOutcome struct {
+	ResourceType string      `json:"resourceType"`
+	Issue        []fhirIssue `json:"issue"`
+}
+
+// writeOutcome writes an OperationOutcome with the given issues.
+func writeOutcome(w http.ResponseWriter, status int, issues []fhirIssue) {
+	writeJSON(w, status, fhirContentType, operationOutcome{ResourceType: "OperationOutcome", Issue: issues})
 }
 
 // writeProblem writes an RFC 9457 problem details body.
@@ -309,14 +363,14 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 				}
 				log.Error("panic", "route", r.Pattern, "request_id", reqID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				if sw.status == 0 {
-					writeProblem(sw, r, http.StatusInternalServerError, "The server could not complete the request.", nil)
+					writeError(sw, r, http.StatusInternalServerError, "The server could not complete the request.")
 				}
 			}
 			log.Info("request", "method", r.Method, "route", r.Pattern, "status", sw.status,
 				"duration_ms", float64(time.Since(start).Microseconds())/1000, "request_id", reqID, "correlation_id", corrID)
 		}()
 		if msg := reqErr + corrErr; msg != "" {
-			writeProblem(sw, r, http.StatusBadRequest, msg, nil)
+			writeError(sw, r, http.StatusBadRequest, msg)
 			return
 		}
 		next.ServeHTTP(sw, r)
@@ -383,3 +437,228 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// ---- FHIR R4 Patient (the service root is the FHIR base, as in the handbook) ----
+
+// fhirContentType is the media type of every FHIR response (R4 http.html: charset SHALL be utf-8).
+const fhirContentType = "application/fhir+json; charset=utf-8"
+
+// maxFHIRBody caps FHIR request bodies; the largest official Patient example is under 20 KiB.
+const maxFHIRBody = 1 << 20
+
+// withFHIRFormat answers 406 when neither Accept nor _format allows FHIR JSON, before the handler runs.
+func withFHIRFormat(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f := r.URL.Query()["_format"]; len(f) > 0 {
+			switch f[0] {
+			case "json", "application/json", "application/fhir+json", "application/json+fhir":
+			default:
+				writeError(w, r, http.StatusNotAcceptable, "_format must be json, application/json or application/fhir+json: this server speaks FHIR JSON only.")
+				return
+			}
+		} else if !acceptsFHIRJSON(r.Header.Values("Accept")) {
+			writeError(w, r, http.StatusNotAcceptable, "Accept must allow application/fhir+json or application/json: this server speaks FHIR JSON only.")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// acceptsFHIRJSON reports whether Accept headers allow a JSON response (no header allows anything).
+func acceptsFHIRJSON(accept []string) bool {
+	if len(accept) == 0 {
+		return true
+	}
+	for _, h := range accept {
+		for rng := range strings.SplitSeq(h, ",") {
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(rng))
+			if err != nil {
+				continue
+			}
+			if q := params["q"]; q != "" {
+				if f, err := strconv.ParseFloat(q, 64); err != nil || f <= 0 {
+					continue
+				}
+			}
+			switch mt {
+			case "application/fhir+json", "application/json", "application/json+fhir", "application/*", "*/*":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkFHIRContentType returns why ct is not FHIR JSON, or "" when it is.
+func checkFHIRContentType(ct string) string {
+	const want = "Content-Type must be application/fhir+json or application/json (charset utf-8)."
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/fhir+json" && mt != "application/json") {
+		return want
+	}
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return want
+		}
+	}
+	return ""
+}
+
+// readFHIRBody reads a FHIR request body, answering 415 or 413 itself; ok is false when it did.
+func readFHIRBody(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
+	if msg := checkFHIRContentType(r.Header.Get("Content-Type")); msg != "" {
+		writeError(w, r, http.StatusUnsupportedMediaType, msg)
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFHIRBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The request body is larger than %d bytes.", maxFHIRBody))
+		return nil, false
+	case err != nil:
+		writeError(w, r, http.StatusBadRequest, "The request body could not be read.")
+		return nil, false
+	}
+	return body, true
+}
+
+// handlePatientCreate serves POST /Patient: validate, assign an id and version 1, persist, return.
+func handlePatientCreate(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readFHIRBody(w, r)
+		if !ok {
+			return
+		}
+		p, issues, status := parsePatient(body, true)
+		if status != 0 {
+			writeOutcome(w, status, issues)
+			return
+		}
+		id := newUUID()
+		v, err := store.Create(r.Context(), id, func(version int, t time.Time) ([]byte, error) {
+			return p.withMeta(id, strconv.Itoa(version), t), nil
+		})
+		if err != nil {
+			log.Error("create patient", "err", err, "request_id", requestIDFrom(r.Context()))
+			writeError(w, r, http.StatusInternalServerError, "The server could not store the resource.")
+			return
+		}
+		w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+		writeVersion(w, r, http.StatusCreated, v)
+	})
+}
+
+// handlePatientRead serves GET /Patient/{id}.
+func handlePatientRead(store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		v, err := store.Read(r.Context(), id)
+		switch {
+		case errors.Is(err, errNotFound):
+			writeOutcome(w, http.StatusNotFound, []fhirIssue{{Severity: "error", Code: "not-found",
+				Diagnostics: fmt.Sprintf("There is no Patient with id %q.", id), Expression: []string{"Patient.id"}}})
+			return
+		case err != nil:
+			writeError(w, r, http.StatusInternalServerError, "The server could not read the resource.")
+			return
+		case v.Deleted:
+			writeOutcome(w, http.StatusGone, []fhirIssue{{Severity: "error", Code: "deleted",
+				Diagnostics: fmt.Sprintf("Patient %q was deleted (version %d); earlier versions remain readable in its history.", id, v.Version)}})
+			return
+		}
+		writeVersion(w, r, http.StatusOK, v)
+	})
+}
+
+// pathID returns the {id} path value, answering 400 itself when it is not a valid FHIR id.
+func pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if !validFHIRID(id) {
+		writeOutcome(w, http.StatusBadRequest, []fhirIssue{{Severity: "error", Code: "value",
+			Diagnostics: "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", Expression: []string{"Patient.id"}}})
+		return "", false
+	}
+	return id, true
+}
+
+// writeVersion writes a stored version with its ETag and Last-Modified, honouring
+// Prefer: return=minimal|representation|OperationOutcome (default representation).
+func writeVersion(w http.ResponseWriter, r *http.Request, status int, v patientVersion) {
+	h := w.Header()
+	h.Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+	h.Set("Last-Modified", v.LastUpdated.UTC().Format(http.TimeFormat))
+	if status != http.StatusOK || r.Method != http.MethodGet {
+		switch preferReturn(r.Header.Values("Prefer")) {
+		case "minimal":
+			w.WriteHeader(status)
+			return
+		case "OperationOutcome":
+			writeOutcome(w, status, []fhirIssue{{Severity: "information", Code: "informational",
+				Diagnostics: fmt.Sprintf("Patient/%s version %d stored.", v.ID, v.Version)}})
+			return
+		}
+	}
+	h.Set("Content-Type", fhirContentType)
+	w.WriteHeader(status)
+	w.Write(v.Body)
+}
+
+// preferReturn is the return preference of the Prefer headers (RFC 7240), "" if none.
+func preferReturn(prefer []string) string {
+	for _, h := range prefer {
+		for pref := range strings.SplitSeq(h, ",") {
+			k, v, _ := strings.Cut(strings.TrimSpace(pref), "=")
+			if strings.EqualFold(strings.TrimSpace(k), "return") {
+				return strings.Trim(strings.TrimSpace(v), `"`)
+			}
+		}
+	}
+	return ""
+}
+
+// capabilityStatement declares exactly the interactions this server supports (R4 capabilitystatement.html).
+func capabilityStatement() []byte {
+	b, err := json.Marshal(map[string]any{
+		"resourceType": "CapabilityStatement",
+		"status":       "active",
+		"date":         "2026-11-26",
+		"publisher":    "Clinical API maintainers",
+		"kind":         "instance",
+		"software":     map[string]any{"name": "clinicalapi", "version": "0.1.0"},
+		"implementation": map[string]any{
+			"description": "Clinical API: FHIR R4 Patient server (JSON only)",
+		},
+		"fhirVersion": "4.0.1",
+		"format":      []string{"application/fhir+json", "json"},
+		"rest": []any{map[string]any{
+			"mode": "server",
+			"resource": []any{map[string]any{
+				"type":              "Patient",
+				"profile":           "http://hl7.org/fhir/StructureDefinition/Patient",
+				"interaction":       []any{map[string]any{"code": "create"}, map[string]any{"code": "read"}},
+				"versioning":        "versioned",
+				"readHistory":       false,
+				"updateCreate":      false,
+				"conditionalCreate": false,
+				"conditionalUpdate": false,
+				"conditionalDelete": "not-supported",
+			}},
+		}},
+	})
+	if err != nil {
+		panic(err) // a literal that always encodes
+	}
+	return b
+}
+
+// handleMetadata serves the CapabilityStatement: what this server really supports, and nothing else.
+func handleMetadata(capability []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", fhirContentType)
+		w.Write(capability)
+	})
+}

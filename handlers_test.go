@@ -23,10 +23,21 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// newTestServer is the full service handler with a discarded log and readiness up.
+// newTestServer is the full service handler with a discarded log, readiness up and an empty store.
 func newTestServer(t testing.TB) http.Handler {
 	t.Helper()
-	return newServer(slog.New(slog.DiscardHandler), func() bool { return true }, openapiJSON, testDocs(t))
+	return newServer(slog.New(slog.DiscardHandler), func() bool { return true }, openapiJSON, testDocs(t), testStore(t))
+}
+
+// testStore is an empty journal store in a temporary directory, closed when the test ends.
+func testStore(t testing.TB) patientStore {
+	t.Helper()
+	s, err := openJournalStore(t.TempDir(), slog.New(slog.DiscardHandler), time.Now, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 func testDocs(t testing.TB) fs.FS {
@@ -661,7 +672,7 @@ func TestRequestIDs(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	var up atomic.Bool
-	h := newServer(slog.New(slog.DiscardHandler), up.Load, openapiJSON, testDocs(t))
+	h := newServer(slog.New(slog.DiscardHandler), up.Load, openapiJSON, testDocs(t), testStore(t))
 	check := func(path string, wantStatus int, want health) {
 		t.Helper()
 		res := do(t, h, httptest.NewRequest("GET", path, nil))
@@ -762,7 +773,7 @@ func TestPanicRecovery(t *testing.T) {
 // TestRequestLog checks the one log line per request and that it carries no body or query data.
 func TestRequestLog(t *testing.T) {
 	var logs bytes.Buffer
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), func() bool { return true }, openapiJSON, testDocs(t))
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), func() bool { return true }, openapiJSON, testDocs(t), testStore(t))
 	req := postEGFR(`{"sex":"female","serum_creatinine_umol_l":77.7,"age":63}`)
 	req.Header.Set("X-Correlation-ID", "corr-9")
 	req.URL.RawQuery = "nhs=9434765919"
@@ -864,7 +875,10 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"clinicalapi"}, mapEnv{"PORT": "0"}.get, pw, io.Discard); pw.Close() }()
+	go func() {
+		done <- run(ctx, []string{"clinicalapi"}, mapEnv{"PORT": "0", "DATA_DIR": t.TempDir()}.get, pw, io.Discard)
+		pw.Close()
+	}()
 	lines := bufio.NewScanner(pr)
 	var addr string
 	for lines.Scan() {
@@ -961,6 +975,312 @@ func FuzzEGFRRequest(f *testing.F) {
 		}
 		if r := categories[got.Category]; whole < r[0] || whole > r[1] {
 			t.Errorf("category %s for reported %q", got.Category, got.Reported)
+		}
+	})
+}
+
+// ---- FHIR Patient over HTTP ----
+
+const minimalPatient = `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9991234578"}],"name":[{"family":"Smith","given":["Jo"]}],"gender":"female","birthDate":"1974-12-25"}`
+
+func postPatient(body string) *http.Request {
+	req := httptest.NewRequest(http.MethodPost, "/Patient", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/fhir+json")
+	req.Header.Set("X-Request-ID", testRequestID)
+	return req
+}
+
+// stripServerFields removes what the server owns (id, meta.versionId, meta.lastUpdated; meta if
+// nothing else is left), so a stored resource compares with what was sent.
+func stripServerFields(v map[string]any) map[string]any {
+	delete(v, "id")
+	if m, ok := v["meta"].(map[string]any); ok {
+		delete(m, "versionId")
+		delete(m, "lastUpdated")
+		if len(m) == 0 {
+			delete(v, "meta")
+		}
+	}
+	return v
+}
+
+func TestPatientCreateAndRead(t *testing.T) {
+	h := newTestServer(t)
+	before := time.Now().UTC().Truncate(time.Second)
+	res := do(t, h, postPatient(`{"resourceType":"Patient","id":"not a valid id!","meta":{"versionId":"7","lastUpdated":"2001-01-01T00:00:00Z","security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}],"tag":[{"code":"t"}],"profile":["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"]},"gender":"male","birthDate":"1974"}`))
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("create: status %d: %s", res.StatusCode, readAll(t, res.Body))
+	}
+	created := decodeAnyBody(t, res)
+	id, _ := created["id"].(string)
+	if !validFHIRID(id) || id == "not a valid id!" {
+		t.Fatalf("server id %q", id)
+	}
+	meta := created["meta"].(map[string]any)
+	lastUpdated, err := time.Parse(time.RFC3339Nano, meta["lastUpdated"].(string))
+	if err != nil || lastUpdated.Before(before) || meta["versionId"] != "1" {
+		t.Errorf("meta %v: want versionId 1 and a fresh lastUpdated", meta)
+	}
+	wantHeaders := map[string]string{
+		"Location":      "/Patient/" + id + "/_history/1",
+		"ETag":          `W/"1"`,
+		"Last-Modified": lastUpdated.Format(http.TimeFormat),
+		"Content-Type":  fhirContentType,
+	}
+	for k, want := range wantHeaders {
+		if got := res.Header.Get(k); got != want {
+			t.Errorf("create: %s %q, want %q", k, got, want)
+		}
+	}
+	wantBody := map[string]any{"resourceType": "Patient", "gender": "male", "birthDate": "1974", "meta": map[string]any{
+		"security": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}},
+		"tag":      []any{map[string]any{"code": "t"}},
+		"profile":  []any{"https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"},
+	}}
+	if diff := cmp.Diff(wantBody, stripServerFields(created)); diff != "" {
+		t.Errorf("created body (-want +got):\n%s", diff)
+	}
+
+	read := do(t, h, httptest.NewRequest("GET", "/Patient/"+id, nil))
+	if read.StatusCode != 200 || read.Header.Get("ETag") != `W/"1"` || read.Header.Get("Last-Modified") != wantHeaders["Last-Modified"] {
+		t.Errorf("read: %d %v", read.StatusCode, read.Header)
+	}
+	if diff := cmp.Diff(wantBody, stripServerFields(decodeAnyBody(t, read))); diff != "" {
+		t.Errorf("read body (-want +got):\n%s", diff)
+	}
+}
+
+func decodeAnyBody(t testing.TB, res *http.Response) map[string]any {
+	t.Helper()
+	d := json.NewDecoder(res.Body)
+	d.UseNumber()
+	var v map[string]any
+	if err := d.Decode(&v); err != nil {
+		t.Fatalf("decode %d body: %v", res.StatusCode, err)
+	}
+	return v
+}
+
+func TestPatientPrefer(t *testing.T) {
+	h := newTestServer(t)
+	for _, tt := range []struct {
+		prefer   string
+		wantBody string // "", "Patient" or "OperationOutcome"
+	}{
+		{"", "Patient"}, {"return=representation", "Patient"}, {"return=minimal", ""},
+		{"return=OperationOutcome", "OperationOutcome"}, {`handling=strict, return="minimal"`, ""},
+	} {
+		req := postPatient(minimalPatient)
+		if tt.prefer != "" {
+			req.Header.Set("Prefer", tt.prefer)
+		}
+		res := do(t, h, req)
+		body := readAll(t, res.Body)
+		if res.StatusCode != 201 || res.Header.Get("Location") == "" || res.Header.Get("ETag") != `W/"1"` {
+			t.Errorf("Prefer %q: %d %v", tt.prefer, res.StatusCode, res.Header)
+		}
+		var got struct{ ResourceType string }
+		json.Unmarshal(body, &got)
+		if got.ResourceType != tt.wantBody || (tt.wantBody == "") != (len(body) == 0) {
+			t.Errorf("Prefer %q: body %s, want %q", tt.prefer, body, tt.wantBody)
+		}
+	}
+}
+
+// TestPatientExamplesRoundTrip: every official example is accepted over HTTP and read back equal to
+// what was sent, apart from the server-owned id and meta fields.
+func TestPatientExamplesRoundTrip(t *testing.T) {
+	h := newTestServer(t)
+	examples := patientExamples(t, "valid")
+	for name, b := range examples {
+		res := do(t, h, postPatient(string(b)))
+		if res.StatusCode != http.StatusCreated {
+			t.Errorf("%s: status %d: %s", name, res.StatusCode, readAll(t, res.Body))
+			continue
+		}
+		id := strings.Split(res.Header.Get("Location"), "/")[2]
+		read := do(t, h, httptest.NewRequest("GET", "/Patient/"+id, nil))
+		var sent map[string]any
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		if err := d.Decode(&sent); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(stripServerFields(sent), stripServerFields(decodeAnyBody(t, read))); diff != "" {
+			t.Errorf("%s: read back differs (-sent +read):\n%s", name, diff)
+		}
+	}
+	if len(examples) != 37 {
+		t.Errorf("%d examples, want the 37 official ones", len(examples))
+	}
+}
+
+func TestPatientErrors(t *testing.T) {
+	h := newTestServer(t)
+	big := `{"resourceType":"Patient","name":[{"text":"` + strings.Repeat("a", maxFHIRBody) + `"}]}`
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		ctype      string
+		accept     string
+		body       string
+		wantStatus int
+		wantIssue  fhirIssue
+	}{
+		{"wrong content type", "POST", "/Patient", "text/plain", "", minimalPatient, 415,
+			fhirIssue{"error", "not-supported", "Content-Type must be application/fhir+json or application/json (charset utf-8).", nil}},
+		{"xml content type", "POST", "/Patient", "application/fhir+xml", "", minimalPatient, 415,
+			fhirIssue{"error", "not-supported", "Content-Type must be application/fhir+json or application/json (charset utf-8).", nil}},
+		{"accept xml", "POST", "/Patient", "application/fhir+json", "application/fhir+xml", minimalPatient, 406,
+			fhirIssue{"error", "not-supported", "Accept must allow application/fhir+json or application/json: this server speaks FHIR JSON only.", nil}},
+		{"format xml", "GET", "/metadata?_format=xml", "", "", "", 406,
+			fhirIssue{"error", "not-supported", "_format must be json, application/json or application/fhir+json: this server speaks FHIR JSON only.", nil}},
+		{"too large", "POST", "/Patient", "application/fhir+json", "", big, 413,
+			fhirIssue{"error", "too-long", "The request body is larger than 1048576 bytes.", nil}},
+		{"not json", "POST", "/Patient", "application/json", "", `{"resourceType":`, 400,
+			fhirIssue{Severity: "error", Code: "structure"}},
+		{"bad birthDate", "POST", "/Patient", "application/fhir+json", "", `{"resourceType":"Patient","birthDate":"1974-02-30"}`, 400,
+			fhirIssue{Severity: "error", Code: "value", Expression: []string{"Patient.birthDate"}}},
+		{"bad NHS number", "POST", "/Patient", "application/fhir+json", "", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9991234579"}]}`, 422,
+			fhirIssue{Severity: "error", Code: "business-rule", Expression: []string{"Patient.identifier[0].value"}}},
+		{"unknown id", "GET", "/Patient/no-such-id", "", "", "", 404,
+			fhirIssue{"error", "not-found", `There is no Patient with id "no-such-id".`, []string{"Patient.id"}}},
+		{"invalid id", "GET", "/Patient/bad_id", "", "", "", 400,
+			fhirIssue{"error", "value", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", []string{"Patient.id"}}},
+		{"id too long", "GET", "/Patient/" + strings.Repeat("a", 65), "", "", "", 400,
+			fhirIssue{"error", "value", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", []string{"Patient.id"}}},
+		{"unknown sub-path", "GET", "/Patient/abc/everything", "", "", "", 404,
+			fhirIssue{"error", "not-found", "There is no resource at this path.", nil}},
+		{"delete not supported", "DELETE", "/Patient/abc", "", "", "", 405,
+			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports GET, HEAD.", nil}},
+		{"metadata post", "POST", "/metadata", "", "", "", 405,
+			fhirIssue{"error", "not-supported", "This path does not support POST; it supports GET, HEAD.", nil}},
+		{"bad request id on FHIR route", "GET", "/metadata", "", "", "", 400,
+			fhirIssue{"error", "invalid", "X-Request-ID must be 1 to 128 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-', sent once.", nil}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
+			if tt.ctype != "" {
+				req.Header.Set("Content-Type", tt.ctype)
+			}
+			if tt.accept != "" {
+				req.Header.Set("Accept", tt.accept)
+			}
+			if tt.name == "bad request id on FHIR route" {
+				req.Header.Set("X-Request-ID", "bad id")
+			}
+			res := do(t, h, req)
+			if res.StatusCode != tt.wantStatus {
+				t.Errorf("status %d, want %d", res.StatusCode, tt.wantStatus)
+			}
+			if ct := res.Header.Get("Content-Type"); ct != fhirContentType {
+				t.Errorf("Content-Type %q", ct)
+			}
+			got := decodeBody[operationOutcome](t, res)
+			if got.ResourceType != "OperationOutcome" || len(got.Issue) == 0 {
+				t.Fatalf("not an OperationOutcome: %+v", got)
+			}
+			issue := got.Issue[0]
+			if tt.wantIssue.Diagnostics == "" { // validator messages are tested in patient_test.go
+				issue.Diagnostics = ""
+			}
+			if diff := cmp.Diff(tt.wantIssue, issue); diff != "" {
+				t.Errorf("issue (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPatientBabyNHSNumberOverHTTP(t *testing.T) {
+	h := newTestServer(t)
+	for name, b := range patientExamples(t, "edge") {
+		res := do(t, h, postPatient(string(b)))
+		got := decodeBody[operationOutcome](t, res)
+		if res.StatusCode != 422 || len(got.Issue) != 1 || got.Issue[0].Code != "business-rule" {
+			t.Errorf("%s: %d %+v, want one 422 business-rule issue", name, res.StatusCode, got)
+		}
+	}
+}
+
+func TestAcceptHeader(t *testing.T) {
+	tests := []struct {
+		accept []string
+		want   bool
+	}{
+		{nil, true},
+		{[]string{"application/fhir+json"}, true},
+		{[]string{"application/json"}, true},
+		{[]string{"application/fhir+json;q=0.9, application/fhir+xml"}, true},
+		{[]string{"*/*"}, true},
+		{[]string{"application/*"}, true},
+		{[]string{"text/html, application/xhtml+xml, */*;q=0.8"}, true},
+		{[]string{"application/fhir+xml"}, false},
+		{[]string{"application/json;q=0"}, false},
+		{[]string{"text/html"}, false},
+	}
+	for _, tt := range tests {
+		if got := acceptsFHIRJSON(tt.accept); got != tt.want {
+			t.Errorf("acceptsFHIRJSON(%q) = %v, want %v", tt.accept, got, tt.want)
+		}
+	}
+}
+
+func TestMetadata(t *testing.T) {
+	h := newTestServer(t)
+	res := do(t, h, httptest.NewRequest("GET", "/metadata", nil))
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != fhirContentType {
+		t.Fatalf("GET /metadata: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	var cs struct {
+		FHIRVersion string   `json:"fhirVersion"`
+		Kind        string   `json:"kind"`
+		Format      []string `json:"format"`
+		Rest        []struct {
+			Mode     string
+			Resource []struct {
+				Type        string
+				Interaction []struct{ Code string }
+				Versioning  string
+			}
+		}
+	}
+	if err := json.NewDecoder(res.Body).Decode(&cs); err != nil {
+		t.Fatal(err)
+	}
+	var interactions []string
+	for _, i := range cs.Rest[0].Resource[0].Interaction {
+		interactions = append(interactions, i.Code)
+	}
+	// The interactions declared must be exactly the Patient routes served.
+	if diff := cmp.Diff([]string{"create", "read"}, interactions); diff != "" {
+		t.Errorf("interactions (-want +got):\n%s", diff)
+	}
+	if cs.FHIRVersion != "4.0.1" || cs.Kind != "instance" || cs.Rest[0].Mode != "server" || cs.Rest[0].Resource[0].Type != "Patient" {
+		t.Errorf("CapabilityStatement %+v", cs)
+	}
+}
+
+// FuzzPatientCreate: whatever the body, POST /Patient never answers 5xx, and what it accepts reads back.
+func FuzzPatientCreate(f *testing.F) {
+	f.Add(minimalPatient)
+	f.Add(`{"resourceType":"Patient","name":[{"given":["A",null],"_given":[null,{"extension":[{"url":"u","valueString":"x"}]}]}]}`)
+	f.Add(`{"resourceType":"Patient","deceasedBoolean":true,"deceasedDateTime":"2020"}`)
+	f.Add(`{"resourceType":"Patient","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}}`)
+	f.Add(`[]`)
+	h := newTestServer(f)
+	f.Fuzz(func(t *testing.T, body string) {
+		res := do(t, h, postPatient(body))
+		if res.StatusCode >= 500 {
+			t.Fatalf("status %d for %q", res.StatusCode, body)
+		}
+		if res.StatusCode == http.StatusCreated {
+			loc := res.Header.Get("Location")
+			id := strings.Split(loc, "/")[2]
+			if r := do(t, h, httptest.NewRequest("GET", "/Patient/"+id, nil)); r.StatusCode != 200 {
+				t.Fatalf("created %s but read gave %d", loc, r.StatusCode)
+			}
 		}
 	})
 }

@@ -42,7 +42,8 @@ func main() {
 
 // config is the service's configuration, read once from the environment at start.
 type config struct {
-	addr string // listen address, ":PORT"
+	addr    string // listen address, ":PORT"
+	dataDir string // where the Patient journal lives
 }
 
 // loadConfig reads and validates the environment; an error is one line naming the variable.
@@ -56,6 +57,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return cfg, fmt.Errorf("config: PORT must be a TCP port number from 0 to 65535, got %q", port)
 	}
 	cfg.addr = ":" + port
+	cfg.dataDir = getenv("DATA_DIR")
+	if cfg.dataDir == "" {
+		cfg.dataDir = "data"
+	}
 	return cfg, nil
 }
 
@@ -80,8 +85,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("docs: %w", err)
 	}
+	// Replay happens here, before the listener opens: nothing is served from a partial store.
+	store, err := openJournalStore(cfg.dataDir, log, time.Now, false)
+	if err != nil {
+		return fmt.Errorf("open patient store in DATA_DIR %s: %w", cfg.dataDir, err)
+	}
+	defer store.Close()
 	var up atomic.Bool
-	h := newServer(log, up.Load, openapiJSON, docs)
+	ready := func() bool { return up.Load() && store.Ready() }
+	h := newServer(log, ready, openapiJSON, docs, store)
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # No Docker engine runs here, so this proves the Dockerfile's steps instead: it builds the binary with
 # the Dockerfile's own build command, checks it is static, and runs it from an otherwise empty root
-# directory (chroot) as uid 65532, the distroless nonroot user, until /livez answers. Needs root.
+# directory (chroot) as uid 65532, the distroless nonroot user, until /livez answers; the only other
+# thing in that root is the nonroot user's home, as the distroless image has it, for DATA_DIR. Then
+# it creates a Patient and checks the journal landed there. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_cmd=$(sed -n 's/^RUN \(CGO_ENABLED=0 go build .*\) -o \/out\/clinicalapi \.$/\1/p' Dockerfile)
@@ -13,15 +15,22 @@ env $build_cmd -o "$root/clinicalapi" .
 if ldd "$root/clinicalapi" >/dev/null 2>&1; then
   echo "container-check: binary is dynamically linked" >&2; exit 1
 fi
+data_dir=$(sed -n 's/^ENV DATA_DIR=\(.*\)$/\1/p' Dockerfile)
+[ -n "$data_dir" ] || { echo "container-check: ENV DATA_DIR not found in Dockerfile" >&2; exit 1; }
 chmod 0755 "$root"
+install -d -o 65532 -g 65532 -m 0700 "$root/home/nonroot"
 port=18099
-PORT=$port chroot --userspec=65532:65532 "$root" /clinicalapi >"$root.log" 2>&1 &
+DATA_DIR=$data_dir PORT=$port chroot --userspec=65532:65532 "$root" /clinicalapi >"$root.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   if body=$(curl -fsS "http://127.0.0.1:$port/livez" 2>/dev/null); then
     echo "container-check: /livez from an empty root as uid $(stat -c %u /proc/$pid) -> $body"
     [ "$(stat -c %u /proc/$pid)" = 65532 ] || { echo "container-check: not running as 65532" >&2; exit 1; }
-    ls -A "$root"
+    status=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/Patient" \
+      -H 'Content-Type: application/fhir+json' -d '{"resourceType":"Patient","gender":"unknown"}')
+    [ "$status" = 201 ] || { echo "container-check: POST /Patient gave $status" >&2; cat "$root.log" >&2; exit 1; }
+    [ -s "$root$data_dir/patients.journal" ] || { echo "container-check: no journal in $data_dir" >&2; exit 1; }
+    echo "container-check: POST /Patient -> 201, journal at $data_dir: $(stat -c '%s bytes, owner %u, mode %a' "$root$data_dir/patients.journal")"
     exit 0
   fi
   sleep 0.1
