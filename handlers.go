@@ -30,12 +30,16 @@ type route struct {
 }
 
 // routes is the whole API surface in one table.
-func routes(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS, store patientStore) []route {
+func routes(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS, store patientStore, baseURL string) []route {
 	return []route{
 		{"POST", "/egfr", handleEGFR()},
 		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement()))},
 		{"POST", "/Patient", withFHIRFormat(handlePatientCreate(log, store))},
 		{"GET", "/Patient/{id}", withFHIRFormat(handlePatientRead(store))},
+		{"PUT", "/Patient/{id}", withFHIRFormat(handlePatientUpdate(log, store))},
+		{"DELETE", "/Patient/{id}", withFHIRFormat(handlePatientDelete(log, store))},
+		{"GET", "/Patient/{id}/_history", withFHIRFormat(handlePatientHistory(store, baseURL))},
+		{"GET", "/Patient/{id}/_history/{vid}", withFHIRFormat(handlePatientVRead(store))},
 		{"GET", "/livez", handleLivez()},
 		{"GET", "/readyz", handleReadyz(ready)},
 		{"GET", "/openapi.json", handleStatic(spec, "application/json", "no-cache")},
@@ -63,9 +67,9 @@ func addRoutes(mux *http.ServeMux, rs []route) {
 }
 
 // newServer builds the service's handler: the routes behind the request middleware.
-func newServer(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS, store patientStore) http.Handler {
+func newServer(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS, store patientStore, baseURL string) http.Handler {
 	mux := http.NewServeMux()
-	addRoutes(mux, routes(log, ready, spec, docs, store))
+	addRoutes(mux, routes(log, ready, spec, docs, store, baseURL))
 	return withRequestContext(log, mux)
 }
 
@@ -637,12 +641,15 @@ func capabilityStatement() []byte {
 		"rest": []any{map[string]any{
 			"mode": "server",
 			"resource": []any{map[string]any{
-				"type":              "Patient",
-				"profile":           "http://hl7.org/fhir/StructureDefinition/Patient",
-				"interaction":       []any{map[string]any{"code": "create"}, map[string]any{"code": "read"}},
+				"type":    "Patient",
+				"profile": "http://hl7.org/fhir/StructureDefinition/Patient",
+				"interaction": []any{
+					map[string]any{"code": "create"}, map[string]any{"code": "read"}, map[string]any{"code": "vread"},
+					map[string]any{"code": "update"}, map[string]any{"code": "delete"}, map[string]any{"code": "history-instance"},
+				},
 				"versioning":        "versioned",
-				"readHistory":       false,
-				"updateCreate":      false,
+				"readHistory":       true,
+				"updateCreate":      true,
 				"conditionalCreate": false,
 				"conditionalUpdate": false,
 				"conditionalDelete": "not-supported",
@@ -661,4 +668,216 @@ func handleMetadata(capability []byte) http.Handler {
 		w.Header().Set("Content-Type", fhirContentType)
 		w.Write(capability)
 	})
+}
+
+// handlePatientUpdate serves PUT /Patient/{id}: a new version, or version 1 of a client-chosen id
+// (update-as-create, declared in the CapabilityStatement). If-Match makes it conditional.
+func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		ifMatch, ok := parseIfMatch(r.Header.Values("If-Match"))
+		if !ok {
+			writeOutcome(w, http.StatusBadRequest, []fhirIssue{{Severity: "error", Code: "value",
+				Diagnostics: `If-Match must be one version ETag such as W/"3".`}})
+			return
+		}
+		body, ok := readFHIRBody(w, r)
+		if !ok {
+			return
+		}
+		p, issues, status := parsePatient(body, false)
+		if status != 0 {
+			writeOutcome(w, status, issues)
+			return
+		}
+		if p.id() != id {
+			msg := fmt.Sprintf("The resource's id must equal the id in the URL (%q).", id)
+			if p.id() == "" {
+				msg = fmt.Sprintf("The resource has no id; an update must carry the id in the URL (%q).", id)
+			}
+			writeOutcome(w, http.StatusBadRequest, []fhirIssue{{Severity: "error", Code: "invalid", Diagnostics: msg, Expression: []string{"Patient.id"}}})
+			return
+		}
+		v, created, err := store.Update(r.Context(), id, ifMatch, func(version int, t time.Time) ([]byte, error) {
+			return p.withMeta(id, strconv.Itoa(version), t), nil
+		})
+		switch {
+		case errors.Is(err, errVersionConflict):
+			writeOutcome(w, http.StatusPreconditionFailed, []fhirIssue{{Severity: "error", Code: "conflict",
+				Diagnostics: fmt.Sprintf(`If-Match W/"%d" is not the current version of Patient %q; read it again and retry.`, ifMatch, id)}})
+			return
+		case err != nil:
+			log.Error("update patient", "err", err, "request_id", requestIDFrom(r.Context()))
+			writeError(w, r, http.StatusInternalServerError, "The server could not store the resource.")
+			return
+		}
+		status = http.StatusOK
+		if created {
+			status = http.StatusCreated
+			w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+		}
+		writeVersion(w, r, status, v)
+	})
+}
+
+// parseIfMatch reads an If-Match version ETag (W/"n", or "n"); 0 when absent.
+func parseIfMatch(values []string) (int, bool) {
+	if len(values) == 0 {
+		return 0, true
+	}
+	if len(values) > 1 {
+		return 0, false
+	}
+	tag := strings.TrimPrefix(strings.TrimSpace(values[0]), "W/")
+	if len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' {
+		return 0, false
+	}
+	n, err := strconv.Atoi(tag[1 : len(tag)-1])
+	if err != nil || n < 1 || tag[1] == '0' || tag[1] == '+' {
+		return 0, false
+	}
+	return n, true
+}
+
+// handlePatientDelete serves DELETE /Patient/{id}: it records a deleted version (history is kept) and
+// answers 204, also for an unknown or already deleted id, as FHIR allows.
+func handlePatientDelete(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		v, existed, err := store.Delete(r.Context(), id)
+		if err != nil {
+			log.Error("delete patient", "err", err, "request_id", requestIDFrom(r.Context()))
+			writeError(w, r, http.StatusInternalServerError, "The server could not delete the resource.")
+			return
+		}
+		if existed {
+			w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// handlePatientVRead serves GET /Patient/{id}/_history/{vid}; a deleted version is 410.
+func handlePatientVRead(store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		vid, err := strconv.Atoi(r.PathValue("vid"))
+		if err != nil || vid < 1 || strconv.Itoa(vid) != r.PathValue("vid") {
+			writeOutcome(w, http.StatusBadRequest, []fhirIssue{{Severity: "error", Code: "value",
+				Diagnostics: "The version in the URL must be a positive whole number such as 1.", Expression: []string{"Patient.meta.versionId"}}})
+			return
+		}
+		v, err := store.VRead(r.Context(), id, vid)
+		switch {
+		case errors.Is(err, errNotFound):
+			writeOutcome(w, http.StatusNotFound, []fhirIssue{{Severity: "error", Code: "not-found",
+				Diagnostics: fmt.Sprintf("Patient %q has no version %d.", id, vid), Expression: []string{"Patient.meta.versionId"}}})
+		case err != nil:
+			writeError(w, r, http.StatusInternalServerError, "The server could not read the resource.")
+		case v.Deleted:
+			w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+			writeOutcome(w, http.StatusGone, []fhirIssue{{Severity: "error", Code: "deleted",
+				Diagnostics: fmt.Sprintf("Version %d of Patient %q records its deletion.", vid, id)}})
+		default:
+			writeVersion(w, r, http.StatusOK, v)
+		}
+	})
+}
+
+// bundle is a FHIR R4 Bundle (history and searchset).
+type bundle struct {
+	ResourceType string        `json:"resourceType"`
+	Type         string        `json:"type"`
+	Total        int           `json:"total"`
+	Link         []bundleLink  `json:"link"`
+	Entry        []bundleEntry `json:"entry,omitempty"`
+}
+
+type bundleLink struct {
+	Relation string `json:"relation"`
+	URL      string `json:"url"`
+}
+
+type bundleEntry struct {
+	FullURL  string          `json:"fullUrl"`
+	Resource json.RawMessage `json:"resource,omitempty"`
+	Search   *bundleSearch   `json:"search,omitempty"`
+	Request  *bundleRequest  `json:"request,omitempty"`
+	Response *bundleResponse `json:"response,omitempty"`
+}
+
+type bundleSearch struct {
+	Mode string `json:"mode"`
+}
+
+type bundleRequest struct {
+	Method string `json:"method"`
+	URL    string `json:"url"`
+}
+
+type bundleResponse struct {
+	Status       string `json:"status"`
+	Etag         string `json:"etag"`
+	LastModified string `json:"lastModified"`
+}
+
+// handlePatientHistory serves GET /Patient/{id}/_history: every version, newest first.
+func handlePatientHistory(store patientStore, baseURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		versions, err := store.History(r.Context(), id)
+		switch {
+		case errors.Is(err, errNotFound):
+			writeOutcome(w, http.StatusNotFound, []fhirIssue{{Severity: "error", Code: "not-found",
+				Diagnostics: fmt.Sprintf("There is no Patient with id %q.", id), Expression: []string{"Patient.id"}}})
+			return
+		case err != nil:
+			writeError(w, r, http.StatusInternalServerError, "The server could not read the history.")
+			return
+		}
+		base := requestBase(r, baseURL)
+		b := bundle{ResourceType: "Bundle", Type: "history", Total: len(versions),
+			Link: []bundleLink{{"self", base + "/Patient/" + id + "/_history"}}}
+		for _, v := range versions {
+			e := bundleEntry{FullURL: base + "/Patient/" + id, Resource: v.Body,
+				Response: &bundleResponse{Status: "200 OK", Etag: fmt.Sprintf(`W/"%d"`, v.Version),
+					LastModified: v.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}}
+			// The journal does not record the method; this is the one each version implies.
+			switch {
+			case v.Deleted:
+				e.Request, e.Response.Status = &bundleRequest{"DELETE", "Patient/" + id}, "204 No Content"
+			case v.Version == 1:
+				e.Request, e.Response.Status = &bundleRequest{"POST", "Patient"}, "201 Created"
+			default:
+				e.Request = &bundleRequest{"PUT", "Patient/" + id}
+			}
+			b.Entry = append(b.Entry, e)
+		}
+		writeJSON(w, http.StatusOK, fhirContentType, b)
+	})
+}
+
+// requestBase is the absolute FHIR base for fullUrl and links: BASE_URL when set, else the
+// request's own scheme and host (behind a proxy, set BASE_URL).
+func requestBase(r *http.Request, baseURL string) string {
+	if baseURL != "" {
+		return baseURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
 }

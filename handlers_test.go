@@ -21,12 +21,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // newTestServer is the full service handler with a discarded log, readiness up and an empty store.
 func newTestServer(t testing.TB) http.Handler {
 	t.Helper()
-	return newServer(slog.New(slog.DiscardHandler), func() bool { return true }, openapiJSON, testDocs(t), testStore(t))
+	return newServer(slog.New(slog.DiscardHandler), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), "")
 }
 
 // testStore is an empty journal store in a temporary directory, closed when the test ends.
@@ -672,7 +673,7 @@ func TestRequestIDs(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	var up atomic.Bool
-	h := newServer(slog.New(slog.DiscardHandler), up.Load, openapiJSON, testDocs(t), testStore(t))
+	h := newServer(slog.New(slog.DiscardHandler), up.Load, openapiJSON, testDocs(t), testStore(t), "")
 	check := func(path string, wantStatus int, want health) {
 		t.Helper()
 		res := do(t, h, httptest.NewRequest("GET", path, nil))
@@ -773,7 +774,7 @@ func TestPanicRecovery(t *testing.T) {
 // TestRequestLog checks the one log line per request and that it carries no body or query data.
 func TestRequestLog(t *testing.T) {
 	var logs bytes.Buffer
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), func() bool { return true }, openapiJSON, testDocs(t), testStore(t))
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), "")
 	req := postEGFR(`{"sex":"female","serum_creatinine_umol_l":77.7,"age":63}`)
 	req.Header.Set("X-Correlation-ID", "corr-9")
 	req.URL.RawQuery = "nhs=9434765919"
@@ -1152,8 +1153,10 @@ func TestPatientErrors(t *testing.T) {
 			fhirIssue{"error", "value", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", []string{"Patient.id"}}},
 		{"unknown sub-path", "GET", "/Patient/abc/everything", "", "", "", 404,
 			fhirIssue{"error", "not-found", "There is no resource at this path.", nil}},
-		{"delete not supported", "DELETE", "/Patient/abc", "", "", "", 405,
-			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports GET, HEAD.", nil}},
+		{"patch not supported", "PATCH", "/Patient/abc", "", "", "", 405,
+			fhirIssue{"error", "not-supported", "This path does not support PATCH; it supports DELETE, GET, HEAD, PUT.", nil}},
+		{"delete on type", "DELETE", "/Patient", "", "", "", 405,
+			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports POST.", nil}},
 		{"metadata post", "POST", "/metadata", "", "", "", 405,
 			fhirIssue{"error", "not-supported", "This path does not support POST; it supports GET, HEAD.", nil}},
 		{"bad request id on FHIR route", "GET", "/metadata", "", "", "", 400,
@@ -1254,7 +1257,7 @@ func TestMetadata(t *testing.T) {
 		interactions = append(interactions, i.Code)
 	}
 	// The interactions declared must be exactly the Patient routes served.
-	if diff := cmp.Diff([]string{"create", "read"}, interactions); diff != "" {
+	if diff := cmp.Diff([]string{"create", "read", "vread", "update", "delete", "history-instance"}, interactions); diff != "" {
 		t.Errorf("interactions (-want +got):\n%s", diff)
 	}
 	if cs.FHIRVersion != "4.0.1" || cs.Kind != "instance" || cs.Rest[0].Mode != "server" || cs.Rest[0].Resource[0].Type != "Patient" {
@@ -1283,4 +1286,148 @@ func FuzzPatientCreate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fhirReq builds a FHIR request with an optional JSON body and headers given as name, value pairs.
+func fhirReq(method, path, body string, headers ...string) *http.Request {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	return req
+}
+
+// TestPatientLifecycle walks one Patient through update, conditional update, history, vread, delete
+// and resurrection, checking each status, ETag and body.
+func TestPatientLifecycle(t *testing.T) {
+	h := newTestServer(t)
+	res := do(t, h, postPatient(minimalPatient))
+	id := decodeAnyBody(t, res)["id"].(string)
+	withID := func(extra string) string {
+		return `{"resourceType":"Patient","id":"` + id + `","gender":"female"` + extra + `}`
+	}
+	type step struct {
+		name       string
+		req        *http.Request
+		wantStatus int
+		wantETag   string
+		check      func(t *testing.T, res *http.Response)
+	}
+	versionOf := func(want string) func(t *testing.T, res *http.Response) {
+		return func(t *testing.T, res *http.Response) {
+			meta := decodeAnyBody(t, res)["meta"].(map[string]any)
+			if meta["versionId"] != want {
+				t.Errorf("meta.versionId %v, want %s", meta["versionId"], want)
+			}
+		}
+	}
+	issue := func(code string, expr ...string) func(t *testing.T, res *http.Response) {
+		return func(t *testing.T, res *http.Response) {
+			oo := decodeBody[operationOutcome](t, res)
+			if len(oo.Issue) != 1 || oo.Issue[0].Code != code || !cmp.Equal(oo.Issue[0].Expression, expr, cmpopts.EquateEmpty()) {
+				t.Errorf("issues %+v, want one %s at %v", oo.Issue, code, expr)
+			}
+		}
+	}
+	historyOf := func(wantVersions ...string) func(t *testing.T, res *http.Response) {
+		return func(t *testing.T, res *http.Response) {
+			var b bundle
+			if err := json.NewDecoder(res.Body).Decode(&b); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range b.Entry {
+				got = append(got, e.Request.Method+" "+e.Response.Etag)
+				if e.FullURL != "http://example.com/Patient/"+id {
+					t.Errorf("fullUrl %q", e.FullURL)
+				}
+			}
+			if diff := cmp.Diff(wantVersions, got); diff != "" || b.Type != "history" || b.Total != len(wantVersions) {
+				t.Errorf("history %s total %d (-want +got):\n%s", b.Type, b.Total, diff)
+			}
+		}
+	}
+	steps := []step{
+		{"update", fhirReq("PUT", "/Patient/"+id, withID(""), "If-Match", `W/"1"`), 200, `W/"2"`, versionOf("2")},
+		{"stale If-Match", fhirReq("PUT", "/Patient/"+id, withID(""), "If-Match", `W/"1"`), 412, "", issue("conflict")},
+		{"strong If-Match form", fhirReq("PUT", "/Patient/"+id, withID(""), "If-Match", `"2"`), 200, `W/"3"`, versionOf("3")},
+		{"malformed If-Match", fhirReq("PUT", "/Patient/"+id, withID(""), "If-Match", `W/"x"`), 400, "", issue("value")},
+		{"If-Match zero", fhirReq("PUT", "/Patient/"+id, withID(""), "If-Match", `W/"0"`), 400, "", issue("value")},
+		{"body id differs", fhirReq("PUT", "/Patient/"+id, `{"resourceType":"Patient","id":"other"}`), 400, "", issue("invalid", "Patient.id")},
+		{"body id missing", fhirReq("PUT", "/Patient/"+id, `{"resourceType":"Patient"}`), 400, "", issue("invalid", "Patient.id")},
+		{"invalid body", fhirReq("PUT", "/Patient/"+id, withID(`,"birthDate":"1974-13"`)), 400, "", issue("value", "Patient.birthDate")},
+		{"invalid URL id before existence", fhirReq("PUT", "/Patient/a_b", `{"resourceType":"Patient","id":"a_b"}`), 400, "", issue("value", "Patient.id")},
+		{"unconditional update", fhirReq("PUT", "/Patient/"+id, withID(`,"birthDate":"1974"`)), 200, `W/"4"`, versionOf("4")},
+		{"history", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`PUT W/"4"`, `PUT W/"3"`, `PUT W/"2"`, `POST W/"1"`)},
+		{"vread 1", fhirReq("GET", "/Patient/"+id+"/_history/1", ""), 200, `W/"1"`, versionOf("1")},
+		{"vread missing", fhirReq("GET", "/Patient/"+id+"/_history/9", ""), 404, "", issue("not-found", "Patient.meta.versionId")},
+		{"vread 0", fhirReq("GET", "/Patient/"+id+"/_history/0", ""), 400, "", issue("value", "Patient.meta.versionId")},
+		{"vread 01", fhirReq("GET", "/Patient/"+id+"/_history/01", ""), 400, "", issue("value", "Patient.meta.versionId")},
+		{"vread word", fhirReq("GET", "/Patient/"+id+"/_history/abc", ""), 400, "", issue("value", "Patient.meta.versionId")},
+		{"delete", fhirReq("DELETE", "/Patient/"+id, ""), 204, `W/"5"`, nil},
+		{"read deleted", fhirReq("GET", "/Patient/"+id, ""), 410, "", issue("deleted")},
+		{"vread before delete", fhirReq("GET", "/Patient/"+id+"/_history/4", ""), 200, `W/"4"`, versionOf("4")},
+		{"vread the deletion", fhirReq("GET", "/Patient/"+id+"/_history/5", ""), 410, `W/"5"`, issue("deleted")},
+		{"delete again", fhirReq("DELETE", "/Patient/"+id, ""), 204, "", nil},
+		{"history keeps all", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`DELETE W/"5"`, `PUT W/"4"`, `PUT W/"3"`, `PUT W/"2"`, `POST W/"1"`)},
+		{"stale If-Match on deleted", fhirReq("PUT", "/Patient/"+id, withID(""), "If-Match", `W/"4"`), 412, "", issue("conflict")},
+		{"resurrect", fhirReq("PUT", "/Patient/"+id, withID("")), 201, `W/"6"`, versionOf("6")},
+		{"update-as-create", fhirReq("PUT", "/Patient/client-chosen-1", `{"resourceType":"Patient","id":"client-chosen-1"}`), 201, `W/"1"`, versionOf("1")},
+		{"If-Match on unknown id", fhirReq("PUT", "/Patient/client-chosen-2", `{"resourceType":"Patient","id":"client-chosen-2"}`, "If-Match", `W/"1"`), 412, "", issue("conflict")},
+		{"delete unknown", fhirReq("DELETE", "/Patient/never-was", ""), 204, "", nil},
+		{"history unknown", fhirReq("GET", "/Patient/never-was/_history", ""), 404, "", issue("not-found", "Patient.id")},
+		{"history invalid id", fhirReq("GET", "/Patient/a_b/_history", ""), 400, "", issue("value", "Patient.id")},
+		{"delete invalid id", fhirReq("DELETE", "/Patient/a_b", ""), 400, "", issue("value", "Patient.id")},
+	}
+	for _, st := range steps {
+		st.req.Host = "example.com"
+		res := do(t, h, st.req)
+		if res.StatusCode != st.wantStatus {
+			t.Errorf("%s: status %d, want %d: %s", st.name, res.StatusCode, st.wantStatus, readAll(t, res.Body))
+			continue
+		}
+		if got := res.Header.Get("ETag"); got != st.wantETag {
+			t.Errorf("%s: ETag %q, want %q", st.name, got, st.wantETag)
+		}
+		if st.wantStatus == 201 && res.Header.Get("Location") != fmt.Sprintf("/Patient/%s/_history/%s", strings.Split(st.req.URL.Path, "/")[2], strings.Trim(st.wantETag, `W/"`)) {
+			t.Errorf("%s: Location %q", st.name, res.Header.Get("Location"))
+		}
+		if st.check != nil {
+			t.Run(st.name, func(t *testing.T) { st.check(t, res) })
+		}
+	}
+}
+
+// TestPatientsSurviveRestart writes through one store, reopens the directory as a restart does, and
+// reads everything back byte for byte.
+func TestPatientsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	open := func() (http.Handler, *journalStore) {
+		s, err := openJournalStore(dir, slog.New(slog.DiscardHandler), time.Now, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newServer(slog.New(slog.DiscardHandler), func() bool { return true }, openapiJSON, testDocs(t), s, ""), s
+	}
+	h, s := open()
+	bodies := map[string][]byte{}
+	for name, b := range patientExamples(t, "valid") {
+		res := do(t, h, postPatient(string(b)))
+		if res.StatusCode != 201 {
+			t.Fatalf("%s: %d", name, res.StatusCode)
+		}
+		bodies[strings.Split(res.Header.Get("Location"), "/")[2]] = readAll(t, res.Body)
+	}
+	s.Close()
+	h, s = open()
+	defer s.Close()
+	for id, want := range bodies {
+		res := do(t, h, httptest.NewRequest("GET", "/Patient/"+id, nil))
+		if got := readAll(t, res.Body); !bytes.Equal(got, want) {
+			t.Errorf("after restart %s:\n got %s\nwant %s", id, got, want)
+		}
+	}
 }

@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,6 +46,7 @@ func main() {
 type config struct {
 	addr    string // listen address, ":PORT"
 	dataDir string // where the Patient journal lives
+	baseURL string // absolute FHIR base for fullUrl and links; "" means from each request
 }
 
 // loadConfig reads and validates the environment; an error is one line naming the variable.
@@ -60,6 +63,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	cfg.dataDir = getenv("DATA_DIR")
 	if cfg.dataDir == "" {
 		cfg.dataDir = "data"
+	}
+	if b := getenv("BASE_URL"); b != "" {
+		u, err := url.Parse(b)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return cfg, fmt.Errorf("config: BASE_URL must be an absolute http(s) URL without query, fragment or credentials, got %q", b)
+		}
+		cfg.baseURL = strings.TrimRight(b, "/")
 	}
 	return cfg, nil
 }
@@ -93,7 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer store.Close()
 	var up atomic.Bool
 	ready := func() bool { return up.Load() && store.Ready() }
-	h := newServer(log, ready, openapiJSON, docs, store)
+	h := newServer(log, ready, openapiJSON, docs, store, cfg.baseURL)
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
