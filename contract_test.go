@@ -45,7 +45,7 @@ func mustSpec(t testing.TB) map[string]any {
 func TestRouteParity(t *testing.T) {
 	spec := mustSpec(t)
 	var served []string
-	for _, rt := range routes(slog.New(slog.DiscardHandler), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), "") {
+	for _, rt := range routes(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t)) {
 		key := rt.method + " " + rt.pattern
 		if !slices.Contains(undocumentedRoutes, key) {
 			served = append(served, key)

@@ -29,17 +29,24 @@ type route struct {
 	h               http.Handler
 }
 
-// routes is the whole API surface in one table.
-func routes(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS, store patientStore, baseURL string) []route {
+// routes is the whole API surface in one table, with each route's access rule in view. v is nil
+// when authentication is not configured (the Patient routes then refuse every request).
+func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier) []route {
+	read := func(h http.Handler) http.Handler { return withFHIRFormat(requireToken(v, readPatients, h)) }
+	write := func(h http.Handler) http.Handler { return withFHIRFormat(requireToken(v, writePatients, h)) }
+	egfr := handleEGFR()
+	if cfg.auth.EGFRRequired {
+		egfr = requireToken(v, anyToken, egfr)
+	}
 	return []route{
-		{"POST", "/egfr", handleEGFR()},
+		{"POST", "/egfr", egfr},
 		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement()))},
-		{"POST", "/Patient", withFHIRFormat(handlePatientCreate(log, store))},
-		{"GET", "/Patient/{id}", withFHIRFormat(handlePatientRead(store))},
-		{"PUT", "/Patient/{id}", withFHIRFormat(handlePatientUpdate(log, store))},
-		{"DELETE", "/Patient/{id}", withFHIRFormat(handlePatientDelete(log, store))},
-		{"GET", "/Patient/{id}/_history", withFHIRFormat(handlePatientHistory(store, baseURL))},
-		{"GET", "/Patient/{id}/_history/{vid}", withFHIRFormat(handlePatientVRead(store))},
+		{"POST", "/Patient", write(handlePatientCreate(log, store))},
+		{"GET", "/Patient/{id}", read(handlePatientRead(store))},
+		{"PUT", "/Patient/{id}", write(handlePatientUpdate(log, store))},
+		{"DELETE", "/Patient/{id}", write(handlePatientDelete(log, store))},
+		{"GET", "/Patient/{id}/_history", read(handlePatientHistory(store, cfg.baseURL))},
+		{"GET", "/Patient/{id}/_history/{vid}", read(handlePatientVRead(store))},
 		{"GET", "/livez", handleLivez()},
 		{"GET", "/readyz", handleReadyz(ready)},
 		{"GET", "/openapi.json", handleStatic(spec, "application/json", "no-cache")},
@@ -67,9 +74,9 @@ func addRoutes(mux *http.ServeMux, rs []route) {
 }
 
 // newServer builds the service's handler: the routes behind the request middleware.
-func newServer(log *slog.Logger, ready func() bool, spec []byte, docs fs.FS, store patientStore, baseURL string) http.Handler {
+func newServer(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier) http.Handler {
 	mux := http.NewServeMux()
-	addRoutes(mux, routes(log, ready, spec, docs, store, baseURL))
+	addRoutes(mux, routes(log, cfg, ready, spec, docs, store, v))
 	return withRequestContext(log, mux)
 }
 
@@ -335,11 +342,20 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 // ctxKey is the private type of this package's context keys.
 type ctxKey int
 
-const requestIDKey ctxKey = iota
+const requestInfoKey ctxKey = iota
+
+// requestInfo is what the middleware knows about a request and logs when it ends; the auth check
+// fills in the token subject's hash.
+type requestInfo struct {
+	id      string
+	subHash string
+}
 
 func requestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	if ri, ok := ctx.Value(requestInfoKey).(*requestInfo); ok {
+		return ri.id
+	}
+	return ""
 }
 
 // withRequestContext is the middleware every request passes through, in this order: request and
@@ -359,7 +375,8 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 		if corrID != "" && corrErr == "" {
 			w.Header().Set("X-Correlation-ID", corrID)
 		}
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, reqID))
+		info := &requestInfo{id: reqID}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey, info))
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -370,8 +387,13 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 					writeError(sw, r, http.StatusInternalServerError, "The server could not complete the request.")
 				}
 			}
-			log.Info("request", "method", r.Method, "route", r.Pattern, "status", sw.status,
-				"duration_ms", float64(time.Since(start).Microseconds())/1000, "request_id", reqID, "correlation_id", corrID)
+			attrs := []slog.Attr{slog.String("method", r.Method), slog.String("route", r.Pattern), slog.Int("status", sw.status),
+				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+				slog.String("request_id", reqID), slog.String("correlation_id", corrID)}
+			if info.subHash != "" { // the token's subject, hashed: traceable, not identifying
+				attrs = append(attrs, slog.String("sub_hash", info.subHash))
+			}
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}()
 		if msg := reqErr + corrErr; msg != "" {
 			writeError(sw, r, http.StatusBadRequest, msg)
@@ -441,6 +463,73 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// ---- Authentication: OIDC bearer tokens (auth.go verifies them) ----
+
+// access is what a route needs from the caller's token.
+type access int
+
+const (
+	anyToken access = iota // a valid token, whatever its scopes (/egfr under EGFR_AUTH=required)
+	readPatients
+	writePatients
+)
+
+// requireToken lets a request through only with a valid bearer token carrying the access needed.
+// With auth not configured it refuses everything: protected routes never run open by accident.
+// Failures are 401 (no or bad token, with WWW-Authenticate per RFC 6750) or 403 (valid token,
+// missing scope), as an OperationOutcome on FHIR routes carrying the NHS API error code.
+func requireToken(v *verifier, need access, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var aerr *authError
+		var claims tokenClaims
+		if v == nil {
+			aerr = &authError{Code: authCodeInvalid, Description: "Authentication is not configured on this server: " +
+				"its operator must set OIDC_ISSUER and OIDC_AUDIENCE before these routes can be used."}
+		} else {
+			claims, aerr = v.verify(r.Context(), r.Header.Get("Authorization"))
+		}
+		if aerr == nil {
+			if ri, ok := r.Context().Value(requestInfoKey).(*requestInfo); ok {
+				ri.subHash = subjectHash(claims.Subject)
+			}
+			if need == anyToken || hasScope(claims, need == writePatients) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			scopes := "user/Patient.read or system/Patient.read (or Patient.*)"
+			if need == writePatients {
+				scopes = "user/Patient.write or system/Patient.write (or Patient.*)"
+			}
+			aerr = &authError{Code: authCodeDenied, Description: "The token is valid but lacks the scope this interaction needs: " + scopes + "."}
+		}
+		w.Header().Set("WWW-Authenticate", aerr.challenge())
+		status := http.StatusUnauthorized
+		if aerr.Code == authCodeDenied {
+			status = http.StatusForbidden
+		}
+		if !isFHIRPath(r.URL.Path) {
+			writeProblem(w, r, status, aerr.Description, nil)
+			return
+		}
+		code := map[string]string{authCodeMissing: "login", authCodeInvalid: "unknown", authCodeExpired: "expired", authCodeDenied: "forbidden"}[aerr.Code]
+		writeOutcome(w, status, []fhirIssue{{Severity: "error", Code: code, Diagnostics: aerr.Description,
+			Details: &fhirCodeableConcept{Coding: []fhirCoding{{System: nhsdErrorSystem, Code: aerr.Code}}}}})
+	})
+}
+
+// nhsdErrorSystem is the NHS England API error code system (conventions.md section 2).
+const nhsdErrorSystem = "https://fhir.nhs.uk/CodeSystem/NHSD-API-ErrorOrWarningCode"
+
+// fhirCodeableConcept and fhirCoding are the parts of those FHIR types an OperationOutcome uses.
+type fhirCodeableConcept struct {
+	Coding []fhirCoding `json:"coding"`
+}
+
+type fhirCoding struct {
+	System string `json:"system"`
+	Code   string `json:"code"`
+}
 
 // ---- FHIR R4 Patient (the service root is the FHIR base, as in the handbook) ----
 

@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,11 +31,90 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-// newTestServer is the full service handler with a discarded log, readiness up and an empty store.
+// newTestServer is the full service handler with a discarded log, readiness up, an empty store and
+// auth checked against the test issuer.
 func newTestServer(t testing.TB) http.Handler {
 	t.Helper()
-	return newServer(slog.New(slog.DiscardHandler), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), "")
+	return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
 }
+
+// testConfig is the configuration the handler tests run with: auth on, against the test issuer.
+func testConfig(t testing.TB) config {
+	return config{auth: localTestIssuer(t).config()}
+}
+
+// testIssuerAudience is the audience of the test tokens.
+const testIssuerAudience = "clinicalapi-test"
+
+// localIssuer is an OIDC issuer for the handler tests: one RSA-2048 key, discovery and JWKS on a
+// loopback httptest server that lives as long as the test binary.
+type localIssuer struct {
+	key *rsa.PrivateKey
+	kid string
+	url string
+}
+
+var loadLocalIssuer = sync.OnceValues(func() (*localIssuer, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	li := &localIssuer{key: key, kid: "test-key-1"}
+	jwk := map[string]any{"kty": "RSA", "kid": li.kid, "use": "sig", "alg": "RS256",
+		"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()), "e": "AQAB"}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"issuer": li.url, "jwks_uri": li.url + "/jwks"})
+	})
+	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwk}})
+	})
+	li.url = httptest.NewServer(mux).URL
+	return li, nil
+})
+
+func localTestIssuer(t testing.TB) *localIssuer {
+	t.Helper()
+	li, err := loadLocalIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return li
+}
+
+func (li *localIssuer) config() authConfig {
+	return authConfig{Enabled: true, Issuer: li.url, Audience: testIssuerAudience, Algorithms: []string{"RS256"}}
+}
+
+// token signs a token for the test audience with the given scope, valid for ten minutes; extra
+// claims (name, value pairs) override the defaults.
+func (li *localIssuer) token(t testing.TB, scope string, extra ...any) string {
+	t.Helper()
+	now := time.Now()
+	claims := map[string]any{"iss": li.url, "aud": testIssuerAudience, "sub": "clinician-1", "scope": scope,
+		"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix()}
+	for i := 0; i+1 < len(extra); i += 2 {
+		claims[extra[i].(string)] = extra[i+1]
+	}
+	tok, err := signRS256(li.key, li.kid, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// testVerifier is a verifier for the test issuer with its keys loaded.
+func testVerifier(t testing.TB) *verifier {
+	t.Helper()
+	v := newVerifier(localTestIssuer(t).config(), nil, time.Now, slog.New(slog.DiscardHandler))
+	if _, err := v.refresh(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// allScopes may read and write Patients.
+const allScopes = "user/Patient.read user/Patient.write"
 
 // testStore is an empty journal store in a temporary directory, closed when the test ends.
 func testStore(t testing.TB) patientStore {
@@ -55,8 +137,18 @@ func testDocs(t testing.TB) fs.FS {
 }
 
 // do serves req through h, checks the response against openapi.json, and returns it with its body
-// still readable.
+// still readable. A Patient request without an Authorization header gets a read-write token: the
+// auth tests send their own headers, or none through doRaw.
 func do(t testing.TB, h http.Handler, req *http.Request) *http.Response {
+	t.Helper()
+	if strings.HasPrefix(req.URL.Path, "/Patient") && req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, allScopes))
+	}
+	return doRaw(t, h, req)
+}
+
+// doRaw is do without the default token.
+func doRaw(t testing.TB, h http.Handler, req *http.Request) *http.Response {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -677,7 +769,7 @@ func TestRequestIDs(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	var up atomic.Bool
-	h := newServer(slog.New(slog.DiscardHandler), up.Load, openapiJSON, testDocs(t), testStore(t), "")
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), up.Load, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
 	check := func(path string, wantStatus int, want health) {
 		t.Helper()
 		res := do(t, h, httptest.NewRequest("GET", path, nil))
@@ -778,7 +870,7 @@ func TestPanicRecovery(t *testing.T) {
 // TestRequestLog checks the one log line per request and that it carries no body or query data.
 func TestRequestLog(t *testing.T) {
 	var logs bytes.Buffer
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), "")
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
 	req := postEGFR(`{"sex":"female","serum_creatinine_umol_l":77.7,"age":63}`)
 	req.Header.Set("X-Correlation-ID", "corr-9")
 	req.URL.RawQuery = "nhs=9434765919"
@@ -928,7 +1020,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{"port not a number", nil, mapEnv{"PORT": "http"}, `config: PORT must be a TCP port number from 0 to 65535, got "http"`},
 		{"port too big", nil, mapEnv{"PORT": "65536"}, `config: PORT must be a TCP port number from 0 to 65535, got "65536"`},
 		{"port negative", nil, mapEnv{"PORT": "-1"}, `config: PORT must be a TCP port number from 0 to 65535, got "-1"`},
-		{"argument", []string{"x", "--port=1"}, mapEnv{}, `unexpected argument "--port=1": configuration is read from environment variables only`},
+		{"argument", []string{"x", "--port=1"}, mapEnv{}, `unexpected argument "--port=1": configuration is read from environment variables only (the one subcommand is dev-issuer)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1134,15 +1226,15 @@ func TestPatientErrors(t *testing.T) {
 		wantIssue  fhirIssue
 	}{
 		{"wrong content type", "POST", "/Patient", "text/plain", "", minimalPatient, 415,
-			fhirIssue{"error", "not-supported", "Content-Type must be application/fhir+json or application/json (charset utf-8).", nil}},
+			fhirIssue{"error", "not-supported", "Content-Type must be application/fhir+json or application/json (charset utf-8).", nil, nil}},
 		{"xml content type", "POST", "/Patient", "application/fhir+xml", "", minimalPatient, 415,
-			fhirIssue{"error", "not-supported", "Content-Type must be application/fhir+json or application/json (charset utf-8).", nil}},
+			fhirIssue{"error", "not-supported", "Content-Type must be application/fhir+json or application/json (charset utf-8).", nil, nil}},
 		{"accept xml", "POST", "/Patient", "application/fhir+json", "application/fhir+xml", minimalPatient, 406,
-			fhirIssue{"error", "not-supported", "Accept must allow application/fhir+json or application/json: this server speaks FHIR JSON only.", nil}},
+			fhirIssue{"error", "not-supported", "Accept must allow application/fhir+json or application/json: this server speaks FHIR JSON only.", nil, nil}},
 		{"format xml", "GET", "/metadata?_format=xml", "", "", "", 406,
-			fhirIssue{"error", "not-supported", "_format must be json, application/json or application/fhir+json: this server speaks FHIR JSON only.", nil}},
+			fhirIssue{"error", "not-supported", "_format must be json, application/json or application/fhir+json: this server speaks FHIR JSON only.", nil, nil}},
 		{"too large", "POST", "/Patient", "application/fhir+json", "", big, 413,
-			fhirIssue{"error", "too-long", "The request body is larger than 1048576 bytes.", nil}},
+			fhirIssue{"error", "too-long", "The request body is larger than 1048576 bytes.", nil, nil}},
 		{"not json", "POST", "/Patient", "application/json", "", `{"resourceType":`, 400,
 			fhirIssue{Severity: "error", Code: "structure"}},
 		{"bad birthDate", "POST", "/Patient", "application/fhir+json", "", `{"resourceType":"Patient","birthDate":"1974-02-30"}`, 400,
@@ -1150,21 +1242,21 @@ func TestPatientErrors(t *testing.T) {
 		{"bad NHS number", "POST", "/Patient", "application/fhir+json", "", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9991234579"}]}`, 422,
 			fhirIssue{Severity: "error", Code: "business-rule", Expression: []string{"Patient.identifier[0].value"}}},
 		{"unknown id", "GET", "/Patient/no-such-id", "", "", "", 404,
-			fhirIssue{"error", "not-found", `There is no Patient with id "no-such-id".`, []string{"Patient.id"}}},
+			fhirIssue{"error", "not-found", `There is no Patient with id "no-such-id".`, []string{"Patient.id"}, nil}},
 		{"invalid id", "GET", "/Patient/bad_id", "", "", "", 400,
-			fhirIssue{"error", "value", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", []string{"Patient.id"}}},
+			fhirIssue{"error", "value", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", []string{"Patient.id"}, nil}},
 		{"id too long", "GET", "/Patient/" + strings.Repeat("a", 65), "", "", "", 400,
-			fhirIssue{"error", "value", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", []string{"Patient.id"}}},
+			fhirIssue{"error", "value", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", []string{"Patient.id"}, nil}},
 		{"unknown sub-path", "GET", "/Patient/abc/everything", "", "", "", 404,
-			fhirIssue{"error", "not-found", "There is no resource at this path.", nil}},
+			fhirIssue{"error", "not-found", "There is no resource at this path.", nil, nil}},
 		{"patch not supported", "PATCH", "/Patient/abc", "", "", "", 405,
-			fhirIssue{"error", "not-supported", "This path does not support PATCH; it supports DELETE, GET, HEAD, PUT.", nil}},
+			fhirIssue{"error", "not-supported", "This path does not support PATCH; it supports DELETE, GET, HEAD, PUT.", nil, nil}},
 		{"delete on type", "DELETE", "/Patient", "", "", "", 405,
-			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports POST.", nil}},
+			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports POST.", nil, nil}},
 		{"metadata post", "POST", "/metadata", "", "", "", 405,
-			fhirIssue{"error", "not-supported", "This path does not support POST; it supports GET, HEAD.", nil}},
+			fhirIssue{"error", "not-supported", "This path does not support POST; it supports GET, HEAD.", nil, nil}},
 		{"bad request id on FHIR route", "GET", "/metadata", "", "", "", 400,
-			fhirIssue{"error", "invalid", "X-Request-ID must be 1 to 128 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-', sent once.", nil}},
+			fhirIssue{"error", "invalid", "X-Request-ID must be 1 to 128 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-', sent once.", nil, nil}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1414,7 +1506,7 @@ func TestPatientsSurviveRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return newServer(slog.New(slog.DiscardHandler), func() bool { return true }, openapiJSON, testDocs(t), s, ""), s
+		return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t)), s
 	}
 	h, s := open()
 	bodies := map[string][]byte{}
@@ -1453,7 +1545,9 @@ func TestHelperProcess(t *testing.T) {
 func startChild(t *testing.T, dataDir string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), "CLINICALAPI_CHILD=1", "PORT=0", "DATA_DIR="+dataDir)
+	li := localTestIssuer(t)
+	cmd.Env = append(os.Environ(), "CLINICALAPI_CHILD=1", "PORT=0", "DATA_DIR="+dataDir,
+		"OIDC_ISSUER="+li.url, "OIDC_AUDIENCE="+testIssuerAudience)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -1499,9 +1593,11 @@ func TestCrashLosesNoAcknowledgedWrite(t *testing.T) {
 		count atomic.Int64
 	)
 	client := &http.Client{Timeout: 5 * time.Second}
+	token := localTestIssuer(t).token(t, allScopes)
 	send := func(method, url, body string) (*http.Response, []byte, error) {
 		req, _ := http.NewRequest(method, url, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("Authorization", "Bearer "+token)
 		res, err := client.Do(req)
 		if err != nil {
 			return nil, nil, err
@@ -1546,7 +1642,8 @@ func TestCrashLosesNoAcknowledgedWrite(t *testing.T) {
 			}
 		})
 	}
-	for count.Load() < 300 {
+	deadline := time.Now().Add(20 * time.Second)
+	for count.Load() < 300 && time.Now().Before(deadline) && !t.Failed() {
 		time.Sleep(time.Millisecond)
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -1563,4 +1660,197 @@ func TestCrashLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged writes before SIGKILL, all present after restart", len(acks))
+}
+
+// ---- Authentication over HTTP ----
+
+func TestPatientAuth(t *testing.T) {
+	h := newTestServer(t)
+	li := localTestIssuer(t)
+	created := do(t, h, postPatient(minimalPatient))
+	id := decodeAnyBody(t, created)["id"].(string)
+	bearer := func(tok string) string { return "Bearer " + tok }
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		auth       string // the Authorization header; "" sends none
+		wantStatus int
+		wantCode   string // NHSD-API-ErrorOrWarningCode, for 401/403
+		wantIssue  string
+		wantChall  string
+	}{
+		{"no token", "GET", "/Patient/" + id, "", 401, "ACCESS_TOKEN_MISSING", "login", `Bearer`},
+		{"basic scheme", "GET", "/Patient/" + id, "Basic dXNlcjpwYXNz", 401, "ACCESS_TOKEN_MISSING", "login", `Bearer`},
+		{"garbage token", "GET", "/Patient/" + id, "Bearer not.a.jwt", 401, "ACCESS_TOKEN_INVALID", "unknown", `Bearer error="invalid_token"`},
+		{"expired", "GET", "/Patient/" + id, bearer(li.token(t, allScopes, "exp", time.Now().Add(-2*time.Minute).Unix())), 401, "ACCESS_TOKEN_EXPIRED", "expired", `Bearer error="invalid_token"`},
+		{"wrong audience", "GET", "/Patient/" + id, bearer(li.token(t, allScopes, "aud", "someone-else")), 401, "ACCESS_TOKEN_INVALID", "unknown", `Bearer error="invalid_token"`},
+		{"wrong issuer", "GET", "/Patient/" + id, bearer(li.token(t, allScopes, "iss", "https://evil.example")), 401, "ACCESS_TOKEN_INVALID", "unknown", `Bearer error="invalid_token"`},
+		{"read scope cannot create", "POST", "/Patient", bearer(li.token(t, "user/Patient.read")), 403, "ACCESS_DENIED", "forbidden", `Bearer error="insufficient_scope"`},
+		{"read scope cannot delete", "DELETE", "/Patient/" + id, bearer(li.token(t, "system/Patient.read")), 403, "ACCESS_DENIED", "forbidden", `Bearer error="insufficient_scope"`},
+		{"write scope cannot read", "GET", "/Patient/" + id, bearer(li.token(t, "user/Patient.write")), 403, "ACCESS_DENIED", "forbidden", `Bearer error="insufficient_scope"`},
+		{"no scope cannot read history", "GET", "/Patient/" + id + "/_history", bearer(li.token(t, "openid profile")), 403, "ACCESS_DENIED", "forbidden", `Bearer error="insufficient_scope"`},
+		{"user read", "GET", "/Patient/" + id, bearer(li.token(t, "user/Patient.read")), 200, "", "", ""},
+		{"system read", "GET", "/Patient/" + id + "/_history/1", bearer(li.token(t, "system/Patient.read")), 200, "", "", ""},
+		{"wildcard create", "POST", "/Patient", bearer(li.token(t, "user/Patient.*")), 201, "", "", ""},
+		{"system write update", "PUT", "/Patient/" + id, bearer(li.token(t, "system/Patient.write")), 200, "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := ""
+			switch tt.method {
+			case "POST":
+				body = minimalPatient
+			case "PUT":
+				body = `{"resourceType":"Patient","id":"` + id + `"}`
+			}
+			req := fhirReq(tt.method, tt.path, body)
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			res := doRaw(t, h, req)
+			if res.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d: %s", res.StatusCode, tt.wantStatus, readAll(t, res.Body))
+			}
+			if got := res.Header.Get("WWW-Authenticate"); got != tt.wantChall {
+				t.Errorf("WWW-Authenticate %q, want %q", got, tt.wantChall)
+			}
+			if tt.wantCode == "" {
+				return
+			}
+			oo := decodeBody[operationOutcome](t, res)
+			want := []fhirIssue{{Severity: "error", Code: tt.wantIssue, Details: &fhirCodeableConcept{Coding: []fhirCoding{{nhsdErrorSystem, tt.wantCode}}}}}
+			if diff := cmp.Diff(want, oo.Issue, cmpopts.IgnoreFields(fhirIssue{}, "Diagnostics")); diff != "" {
+				t.Errorf("issues (-want +got):\n%s", diff)
+			}
+			if tok, ok := strings.CutPrefix(tt.auth, "Bearer "); ok && strings.Contains(oo.Issue[0].Diagnostics, tok) {
+				t.Errorf("diagnostics echo the token: %s", oo.Issue[0].Diagnostics)
+			}
+		})
+	}
+}
+
+// TestAuthNotConfigured: without OIDC settings the Patient routes refuse everything and say which
+// settings are missing; the open routes stay open.
+func TestAuthNotConfigured(t *testing.T) {
+	h := newServer(slog.New(slog.DiscardHandler), config{}, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil)
+	for _, req := range []*http.Request{postPatient(minimalPatient), fhirReq("GET", "/Patient/abc", "")} {
+		req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, allScopes))
+		res := doRaw(t, h, req)
+		oo := decodeBody[operationOutcome](t, res)
+		if res.StatusCode != 401 || len(oo.Issue) != 1 || !strings.Contains(oo.Issue[0].Diagnostics, "OIDC_ISSUER") || !strings.Contains(oo.Issue[0].Diagnostics, "OIDC_AUDIENCE") {
+			t.Errorf("%s %s: %d %+v, want 401 naming OIDC_ISSUER and OIDC_AUDIENCE", req.Method, req.URL.Path, res.StatusCode, oo)
+		}
+	}
+	for _, req := range []*http.Request{postEGFR(`{"sex":"male","serum_creatinine_umol_l":88,"age":50}`), fhirReq("GET", "/metadata", ""), httptest.NewRequest("GET", "/livez", nil)} {
+		req.Header.Set("Authorization", "Bearer garbage")
+		if res := doRaw(t, h, req); res.StatusCode != 200 {
+			t.Errorf("%s %s with a garbage token: %d, want 200 (open routes ignore Authorization)", req.Method, req.URL.Path, res.StatusCode)
+		}
+	}
+}
+
+func TestEGFRAuthRequired(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.auth.EGFRRequired = true
+	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
+	const body = `{"sex":"male","serum_creatinine_umol_l":88,"age":50}`
+	res := doRaw(t, h, postEGFR(body))
+	p := decodeBody[problem](t, res)
+	if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") != "Bearer" || p.Status != 401 || res.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("no token: %d %q %+v, want a 401 problem", res.StatusCode, res.Header.Get("WWW-Authenticate"), p)
+	}
+	req := postEGFR(body)
+	req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, "")) // any valid token, no scope needed
+	if res := doRaw(t, h, req); res.StatusCode != 200 {
+		t.Errorf("valid token without scopes: %d, want 200", res.StatusCode)
+	}
+}
+
+func TestRequestLogHashesSubject(t *testing.T) {
+	var logs bytes.Buffer
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
+	tok := localTestIssuer(t).token(t, allScopes)
+	req := fhirReq("GET", "/Patient/unknown-1", "", "Authorization", "Bearer "+tok)
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	var line struct {
+		SubHash string `json:"sub_hash"`
+	}
+	json.Unmarshal(logs.Bytes(), &line)
+	if line.SubHash != subjectHash("clinician-1") || strings.Contains(logs.String(), tok) || strings.Contains(logs.String(), "clinician-1") {
+		t.Errorf("log line %s: want the subject's hash and neither token nor subject", logs.String())
+	}
+}
+
+func TestServedSpec(t *testing.T) {
+	schemes := func(b []byte) map[string]any {
+		var doc map[string]any
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatal(err)
+		}
+		return doc["components"].(map[string]any)["securitySchemes"].(map[string]any)
+	}
+	on, err := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://auth.login.nhs.uk", Audience: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := schemes(on)["openIdConnect"].(map[string]any)["openIdConnectUrl"]; got != "https://auth.login.nhs.uk/.well-known/openid-configuration" {
+		t.Errorf("openIdConnectUrl %v", got)
+	}
+	off, err := servedSpec(openapiJSON, authConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := schemes(off)["openIdConnect"]; ok || schemes(off)["bearerAuth"] == nil {
+		t.Errorf("without auth: schemes %v, want bearerAuth only", schemes(off))
+	}
+	if bytes.Contains(off, []byte(`\u003e`)) {
+		t.Errorf("served spec escapes HTML characters")
+	}
+	req, _ := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://x", EGFRRequired: true})
+	var doc struct {
+		Paths map[string]map[string]struct{ Security []map[string][]string }
+	}
+	json.Unmarshal(req, &doc)
+	if diff := cmp.Diff([]map[string][]string{{"bearerAuth": {}}}, doc.Paths["/egfr"]["post"].Security); diff != "" {
+		t.Errorf("EGFR_AUTH=required: /egfr security (-want +got):\n%s", diff)
+	}
+}
+
+// TestReadinessWaitsForKeys: with an issuer that cannot be reached, the service is alive but not
+// ready, so no traffic is routed to a server that would reject every token.
+func TestReadinessWaitsForKeys(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"clinicalapi"}, mapEnv{"PORT": "0", "DATA_DIR": t.TempDir(), "OIDC_ISSUER": dead, "OIDC_AUDIENCE": "x"}.get, pw, io.Discard)
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	var base string
+	for lines.Scan() {
+		var l struct{ Msg, Addr string }
+		json.Unmarshal(lines.Bytes(), &l)
+		if l.Msg == "listening" {
+			_, port, _ := net.SplitHostPort(l.Addr)
+			base = "http://127.0.0.1:" + port
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	for path, want := range map[string]int{"/livez": 200, "/readyz": 503} {
+		res, err := http.Get(base + path)
+		if err != nil || res.StatusCode != want {
+			t.Errorf("GET %s: %v %v, want %d", path, res, err, want)
+		}
+	}
+	cancel()
+	<-done
 }

@@ -3,8 +3,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,7 @@ type config struct {
 	addr    string // listen address, ":PORT"
 	dataDir string // where the Patient journal lives
 	baseURL string // absolute FHIR base for fullUrl and links; "" means from each request
+	auth    authConfig
 }
 
 // loadConfig reads and validates the environment; an error is one line naming the variable.
@@ -71,7 +74,55 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		cfg.baseURL = strings.TrimRight(b, "/")
 	}
+	auth, err := parseAuthConfig(getenv)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	cfg.auth = auth
 	return cfg, nil
+}
+
+// The dev issuer (go run . dev-issuer) listens here and mints tokens for this audience; the
+// service trusts it only when OIDC_ISSUER names it, and only loopback issuers may be plain http.
+const (
+	devIssuerAddr     = "127.0.0.1:9000"
+	devIssuerAudience = "clinicalapi"
+)
+
+// servedSpec is the embedded openapi.json with the deployment's OpenID Connect discovery URL filled
+// in (or that scheme removed when auth is not configured), and /egfr's security made mandatory
+// under EGFR_AUTH=required, so Swagger UI's Authorize matches what the server enforces.
+func servedSpec(spec []byte, auth authConfig) ([]byte, error) {
+	var doc map[string]any
+	if err := json.Unmarshal(spec, &doc); err != nil {
+		return nil, err
+	}
+	schemes, ok := doc["components"].(map[string]any)["securitySchemes"].(map[string]any)
+	if !ok {
+		return nil, errors.New("no components.securitySchemes")
+	}
+	if auth.Enabled {
+		oidc, ok := schemes["openIdConnect"].(map[string]any)
+		if !ok {
+			return nil, errors.New("no openIdConnect security scheme")
+		}
+		oidc["openIdConnectUrl"] = strings.TrimRight(auth.Issuer, "/") + "/.well-known/openid-configuration"
+	} else {
+		delete(schemes, "openIdConnect")
+	}
+	if auth.EGFRRequired {
+		op, ok := doc["paths"].(map[string]any)["/egfr"].(map[string]any)["post"].(map[string]any)
+		if !ok {
+			return nil, errors.New("no POST /egfr")
+		}
+		op["security"] = []any{map[string]any{"bearerAuth": []any{}}}
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // keep ">90" readable
+	enc.SetIndent("", "  ")
+	err := enc.Encode(doc)
+	return b.Bytes(), err
 }
 
 // shutdownDrain is how long /readyz answers 503 before the server stops accepting connections, so a
@@ -83,8 +134,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { <-ctx.Done(); stop() }() // a second Ctrl-C stops at once
+	if len(args) > 1 && args[1] == "dev-issuer" {
+		return runDevIssuer(ctx, devIssuerAddr, devIssuerAudience, stdout)
+	}
 	if len(args) > 1 {
-		return fmt.Errorf("unexpected argument %q: configuration is read from environment variables only", args[1])
+		return fmt.Errorf("unexpected argument %q: configuration is read from environment variables only (the one subcommand is dev-issuer)", args[1])
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
@@ -101,9 +155,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("open patient store in DATA_DIR %s: %w", cfg.dataDir, err)
 	}
 	defer store.Close()
+	spec, err := servedSpec(openapiJSON, cfg.auth)
+	if err != nil {
+		return fmt.Errorf("openapi.json: %w", err)
+	}
+	var v *verifier
+	if cfg.auth.Enabled {
+		v = newVerifier(cfg.auth, nil, time.Now, log)
+		go v.start(ctx)
+		log.Info("auth: OIDC bearer tokens required on /Patient", "issuer", cfg.auth.Issuer, "audience", cfg.auth.Audience,
+			"algorithms", cfg.auth.Algorithms, "egfr_auth_required", cfg.auth.EGFRRequired)
+	} else {
+		log.Warn("auth: not configured; /Patient routes answer 401 until OIDC_ISSUER and OIDC_AUDIENCE are set")
+	}
 	var up atomic.Bool
-	ready := func() bool { return up.Load() && store.Ready() }
-	h := newServer(log, ready, openapiJSON, docs, store, cfg.baseURL)
+	ready := func() bool { return up.Load() && store.Ready() && (v == nil || v.ready()) }
+	h := newServer(log, cfg, ready, spec, docs, store, v)
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {

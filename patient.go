@@ -32,10 +32,11 @@ import (
 
 // fhirIssue is one OperationOutcome.issue (R4).
 type fhirIssue struct {
-	Severity    string   `json:"severity"`             // "error" for validation problems
-	Code        string   `json:"code"`                 // IssueType: structure, required, value, invariant, code-invalid, business-rule, extension, too-long ...
-	Diagnostics string   `json:"diagnostics"`          // human sentence naming the element and the rule, for a developer
-	Expression  []string `json:"expression,omitempty"` // FHIRPath
+	Severity    string               `json:"severity"`             // "error" for validation problems
+	Code        string               `json:"code"`                 // IssueType: structure, required, value, invariant, code-invalid, business-rule, extension, too-long ...
+	Diagnostics string               `json:"diagnostics"`          // human sentence naming the element and the rule, for a developer
+	Expression  []string             `json:"expression,omitempty"` // FHIRPath
+	Details     *fhirCodeableConcept `json:"details,omitempty"`    // a coded reason, e.g. an NHS API error code
 }
 
 // patientResource is a validated Patient, kept losslessly as sent (key order and number literals included).

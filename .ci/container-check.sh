@@ -3,7 +3,7 @@
 # the Dockerfile's own build command, checks it is static, and runs it from an otherwise empty root
 # directory (chroot) as uid 65532, the distroless nonroot user, until /livez answers; the only other
 # thing in that root is the nonroot user's home, as the distroless image has it, for DATA_DIR. Then
-# it creates a Patient and checks the journal landed there. Needs root.
+# it checks the Patient routes refuse without auth configured and the journal is in DATA_DIR. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_cmd=$(sed -n 's/^RUN \(CGO_ENABLED=0 go build .*\) -o \/out\/clinicalapi \.$/\1/p' Dockerfile)
@@ -26,11 +26,15 @@ for _ in $(seq 100); do
   if body=$(curl -fsS "http://127.0.0.1:$port/livez" 2>/dev/null); then
     echo "container-check: /livez from an empty root as uid $(stat -c %u /proc/$pid) -> $body"
     [ "$(stat -c %u /proc/$pid)" = 65532 ] || { echo "container-check: not running as 65532" >&2; exit 1; }
-    status=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/Patient" \
+    # Secure by default: no OIDC settings, so the Patient routes refuse, naming what to set.
+    body=$(curl -sS -w ' %{http_code}' -X POST "http://127.0.0.1:$port/Patient" \
       -H 'Content-Type: application/fhir+json' -d '{"resourceType":"Patient","gender":"unknown"}')
-    [ "$status" = 201 ] || { echo "container-check: POST /Patient gave $status" >&2; cat "$root.log" >&2; exit 1; }
-    [ -s "$root$data_dir/patients.journal" ] || { echo "container-check: no journal in $data_dir" >&2; exit 1; }
-    echo "container-check: POST /Patient -> 201, journal at $data_dir: $(stat -c '%s bytes, owner %u, mode %a' "$root$data_dir/patients.journal")"
+    case "$body" in
+      *OIDC_ISSUER*OIDC_AUDIENCE*' 401') ;;
+      *) echo "container-check: POST /Patient without auth configured gave: $body" >&2; exit 1 ;;
+    esac
+    [ -f "$root$data_dir/patients.journal" ] || { echo "container-check: no journal in $data_dir" >&2; exit 1; }
+    echo "container-check: POST /Patient -> 401 until OIDC is configured; journal at $data_dir: $(stat -c 'owner %u, mode %a' "$root$data_dir/patients.journal")"
     exit 0
   fi
   sleep 0.1

@@ -1,0 +1,1168 @@
+package main
+
+// OIDC bearer-token (JWT) verification, stdlib only.
+//
+// The service accepts access tokens issued by one configured OpenID Connect
+// issuer (NHS CIS2, NHS login, or the local dev issuer below). Every check
+// here exists because a widely used JWT library once got it wrong; the
+// comments name the failure each check prevents. References:
+// shared/reference/conventions.md sections 4 and 5, RFC 7515 (JWS),
+// RFC 7517 (JWK), RFC 7518 (JWA), RFC 7519 (JWT), RFC 8725 (JWT BCP),
+// RFC 6750 (bearer tokens).
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// maxTokenBytes bounds the work an unauthenticated caller can make us do
+	// (base64 and JSON decoding happen before the signature is checked).
+	// Real CIS2 and NHS login access tokens are 1-2 KiB.
+	maxTokenBytes = 8 << 10
+
+	// maxIssuerDocBytes caps the discovery document and the JWKS, so a
+	// misbehaving or compromised issuer cannot exhaust our memory.
+	maxIssuerDocBytes = 1 << 20
+
+	// issuerFetchTimeout bounds one discovery+JWKS round trip; a token check
+	// that triggers a refetch waits at most this long.
+	issuerFetchTimeout = 5 * time.Second
+
+	// jwksRefetchInterval is the minimum time between two JWKS fetches caused
+	// by tokens with an unknown kid. The kid is attacker-chosen, so without
+	// this limit random kids would turn every request into a fetch from the
+	// issuer (buildkite/cleanroom#496). It is also the worst-case delay before
+	// a freshly rotated key is accepted.
+	jwksRefetchInterval = 15 * time.Second
+
+	// jwksRefreshPeriod is how often the background loop refreshes the JWKS
+	// even without unknown kids, so removed (possibly compromised) keys stop
+	// being trusted within this period.
+	jwksRefreshPeriod = time.Hour
+
+	// Retry backoff for background fetches that fail (issuer down at startup).
+	jwksRetryMin = time.Second
+	jwksRetryMax = time.Minute
+
+	// tokenLeeway tolerates clock skew between us and the issuer for exp and
+	// nbf. The issue allows at most 60 s; we take 30 s because every second
+	// of leeway is a second an expired token still works, and NTP-synced
+	// hosts are within a second of each other.
+	tokenLeeway = 30 * time.Second
+
+	// maxIssuedAtSkew is how far in the future iat may be (the issue's 60 s).
+	// A token "issued" further ahead was minted by a broken or hostile clock.
+	maxIssuedAtSkew = 60 * time.Second
+
+	// minRSABits is the smallest RSA modulus we accept in the JWKS. Go itself
+	// refuses keys under 1024 bits; 2048 is the NIST SP 800-131A floor for
+	// signatures and what CIS2 and NHS login publish, so anything smaller is
+	// a misconfiguration or an attack and is skipped.
+	minRSABits = 2048
+)
+
+// NHSD-API-ErrorOrWarningCode values
+// (https://fhir.nhs.uk/CodeSystem/NHSD-API-ErrorOrWarningCode). The handler
+// maps Missing/Invalid/Expired to 401 and Denied (valid token, no scope) to 403.
+const (
+	authCodeMissing = "ACCESS_TOKEN_MISSING"
+	authCodeInvalid = "ACCESS_TOKEN_INVALID"
+	authCodeExpired = "ACCESS_TOKEN_EXPIRED"
+	authCodeDenied  = "ACCESS_DENIED"
+)
+
+// supportedJWTAlgs is the set OIDC_ALGORITHMS may choose from. HS* is absent on
+// purpose: with a public JWKS, an HMAC "secret" would be the public key
+// (algorithm confusion), and "none" is never acceptable.
+func supportedJWTAlgs() []string { return []string{"RS256", "RS384", "RS512", "PS256", "ES256"} }
+
+// authConfig is the validated auth part of the service configuration.
+type authConfig struct {
+	// Enabled is false when neither OIDC_ISSUER nor OIDC_AUDIENCE is set:
+	// the service then runs without token checks (local development).
+	Enabled bool
+	// Issuer must equal the token's iss and the discovery document's issuer
+	// byte for byte (OIDC Discovery 1.0 section 4.3).
+	Issuer string
+	// Audience must appear in the token's aud; it is this API's identifier,
+	// not a client ID, so ID tokens for some other client are refused.
+	Audience string
+	// Algorithms is the allow-list of JWS alg values, from OIDC_ALGORITHMS.
+	Algorithms []string
+	// EGFRRequired makes POST /egfr require a token (EGFR_AUTH=required);
+	// otherwise /egfr stays open for the handbook's anonymous calculator use.
+	EGFRRequired bool
+}
+
+// parseAuthConfig reads and validates the OIDC_* and EGFR_AUTH variables
+// through getenv, so bad configuration fails at startup rather than as a
+// 401 on the first request.
+func parseAuthConfig(getenv func(string) string) (authConfig, error) {
+	var cfg authConfig
+	issuer := strings.TrimSpace(getenv("OIDC_ISSUER"))
+	audience := strings.TrimSpace(getenv("OIDC_AUDIENCE"))
+	switch {
+	case issuer != "" && audience == "":
+		return authConfig{}, errors.New("OIDC_ISSUER is set but OIDC_AUDIENCE is empty: set both or neither")
+	case issuer == "" && audience != "":
+		return authConfig{}, errors.New("OIDC_AUDIENCE is set but OIDC_ISSUER is empty: set both or neither")
+	case issuer != "":
+		if err := checkIssuerURL(issuer); err != nil {
+			return authConfig{}, fmt.Errorf("OIDC_ISSUER: %w", err)
+		}
+		cfg.Enabled, cfg.Issuer, cfg.Audience = true, issuer, audience
+	}
+
+	algs, err := parseAlgorithms(getenv("OIDC_ALGORITHMS"))
+	if err != nil {
+		return authConfig{}, fmt.Errorf("OIDC_ALGORITHMS: %w", err)
+	}
+	cfg.Algorithms = algs
+
+	switch mode := strings.TrimSpace(getenv("EGFR_AUTH")); mode {
+	case "", "optional":
+	case "required":
+		if !cfg.Enabled {
+			return authConfig{}, errors.New("EGFR_AUTH=required needs OIDC_ISSUER and OIDC_AUDIENCE")
+		}
+		cfg.EGFRRequired = true
+	default:
+		return authConfig{}, fmt.Errorf("EGFR_AUTH: %q is not one of optional, required", mode)
+	}
+	return cfg, nil
+}
+
+// parseAlgorithms parses the comma-separated allow-list. JWS alg names are
+// case-sensitive (RFC 7515 section 4.1.1), so "rs256" is an error rather
+// than silently matching.
+func parseAlgorithms(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return []string{"RS256"}, nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for item := range strings.SplitSeq(s, ",") {
+		alg := strings.TrimSpace(item)
+		if alg == "" {
+			return nil, errors.New("empty algorithm in list")
+		}
+		if !slices.Contains(supportedJWTAlgs(), alg) {
+			return nil, fmt.Errorf("unsupported algorithm %q (allowed: %s)", alg, strings.Join(supportedJWTAlgs(), ", "))
+		}
+		if !seen[alg] {
+			seen[alg] = true
+			out = append(out, alg)
+		}
+	}
+	return out, nil
+}
+
+// checkIssuerURL requires https so keys cannot be swapped in transit. Plain
+// http is allowed only for loopback hosts, which never leave the machine:
+// that is what tests and the dev issuer use.
+func checkIssuerURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return errors.New("must be an absolute URL with a host and no user info, query or fragment")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return nil
+		}
+		return errors.New("must use https (http is allowed only for loopback hosts)")
+	default:
+		return errors.New("must use https")
+	}
+}
+
+// isLoopbackHost reports whether host is localhost, 127.0.0.0/8 or ::1.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// tokenClaims is what handlers may use from a verified token.
+type tokenClaims struct {
+	Subject   string
+	Scopes    []string
+	ExpiresAt time.Time
+}
+
+// authError classifies a failure for the 401/403 response; Code is the NHS
+// NHSD-API-ErrorOrWarningCode (ACCESS_TOKEN_MISSING, ACCESS_TOKEN_INVALID,
+// ACCESS_TOKEN_EXPIRED, ACCESS_DENIED), Description a short safe sentence for
+// the client (never echo the token).
+type authError struct {
+	Code        string
+	Description string
+}
+
+// Error lets an authError travel as an error (e.g. into a log line); it
+// holds only the code and the client-safe description.
+func (e *authError) Error() string { return e.Code + ": " + e.Description }
+
+// challenge is the RFC 6750 WWW-Authenticate value for e: no error code when
+// credentials are absent (section 3.1), invalid_token for a bad or expired
+// token, insufficient_scope for a 403.
+func (e *authError) challenge() string {
+	switch e.Code {
+	case authCodeMissing:
+		return `Bearer`
+	case authCodeDenied:
+		return `Bearer error="insufficient_scope"`
+	default:
+		return `Bearer error="invalid_token"`
+	}
+}
+
+// invalidTokenError is the common 401 case: the token is present but unusable.
+func invalidTokenError(desc string) *authError {
+	return &authError{Code: authCodeInvalid, Description: desc}
+}
+
+// verifier checks bearer tokens against one issuer's JWKS. It is safe for
+// concurrent use; build it once in run and share it between handlers.
+type verifier struct {
+	cfg    authConfig
+	algs   map[string]bool
+	client *http.Client
+	now    func() time.Time
+	log    *slog.Logger
+
+	// retryMin/retryMax bound the background retry backoff; fields rather
+	// than constants only so tests need not wait seconds.
+	retryMin, retryMax time.Duration
+
+	loaded atomic.Bool // a JWKS has been fetched successfully at least once
+
+	mu        sync.Mutex
+	keys      map[string]*verifyKey // by kid
+	lastFetch time.Time             // start of the last fetch attempt, by v.now
+	inflight  *jwksFetch            // non-nil while a fetch runs; others wait on it
+}
+
+// jwksFetch lets concurrent callers share one fetch (a tiny singleflight).
+type jwksFetch struct {
+	done chan struct{}
+	err  error
+}
+
+// verifyKey is a parsed JWK usable for signature checks.
+type verifyKey struct {
+	alg string // the JWK's own alg, "" if it states none
+	rsa *rsa.PublicKey
+	ec  *ecdsa.PublicKey
+}
+
+// newVerifier builds a verifier; call start to load keys. client may be nil
+// (a client with a 5 s timeout is used); now is injected so tests can move
+// time for token lifetimes and the refetch rate limit without sleeping.
+func newVerifier(cfg authConfig, client *http.Client, now func() time.Time, log *slog.Logger) *verifier {
+	if client == nil {
+		client = &http.Client{Timeout: issuerFetchTimeout}
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	algs := make(map[string]bool, len(cfg.Algorithms))
+	for _, a := range cfg.Algorithms {
+		algs[a] = true
+	}
+	return &verifier{
+		cfg: cfg, algs: algs, client: client, now: now, log: log,
+		retryMin: jwksRetryMin, retryMax: jwksRetryMax,
+		keys: map[string]*verifyKey{},
+	}
+}
+
+// ready reports whether keys have been loaded, for /readyz: until then every
+// token would be rejected, so the orchestrator should not send traffic.
+// With auth disabled there is nothing to wait for.
+func (v *verifier) ready() bool {
+	return !v.cfg.Enabled || v.loaded.Load()
+}
+
+// start fetches the JWKS in the background, retrying with exponential
+// backoff until the first success, then refreshing every jwksRefreshPeriod,
+// until ctx ends. It returns immediately.
+func (v *verifier) start(ctx context.Context) {
+	if !v.cfg.Enabled {
+		return
+	}
+	go func() {
+		backoff := v.retryMin
+		for {
+			wait := jwksRefreshPeriod
+			if _, err := v.refresh(ctx, false); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				v.log.Warn("jwks fetch failed", "issuer", v.cfg.Issuer, "err", err, "retry_in", backoff.String())
+				wait = backoff
+				backoff = min(backoff*2, v.retryMax)
+			} else {
+				backoff = v.retryMin
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// refresh fetches discovery and the JWKS and replaces the key set on
+// success (on failure the old keys stay: an issuer blip must not log
+// everyone out). Concurrent callers share one fetch. When limited is true
+// (unknown-kid path), no fetch starts within jwksRefetchInterval of the
+// previous attempt (skipped is then true); failed attempts count, so a down
+// issuer is not hammered.
+func (v *verifier) refresh(ctx context.Context, limited bool) (skipped bool, err error) {
+	v.mu.Lock()
+	if f := v.inflight; f != nil {
+		v.mu.Unlock()
+		select {
+		case <-f.done:
+			return false, f.err
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	now := v.now()
+	if limited && !v.lastFetch.IsZero() && now.Sub(v.lastFetch) < jwksRefetchInterval {
+		v.mu.Unlock()
+		return true, nil
+	}
+	f := &jwksFetch{done: make(chan struct{})}
+	v.inflight, v.lastFetch = f, now
+	v.mu.Unlock()
+
+	keys, err := v.fetchKeys(ctx)
+
+	v.mu.Lock()
+	if err == nil {
+		v.keys = keys
+		v.loaded.Store(true)
+	}
+	f.err = err
+	v.inflight = nil
+	v.mu.Unlock()
+	close(f.done)
+	switch {
+	case err == nil:
+		v.log.Info("jwks loaded", "issuer", v.cfg.Issuer, "keys", len(keys))
+	case limited: // logged here, once per fetch, not once per waiting request
+		v.log.Warn("jwks refetch for unknown kid failed", "issuer", v.cfg.Issuer, "err", err)
+	}
+	return false, err
+}
+
+// fetchKeys performs OIDC discovery then fetches and parses the JWKS.
+func (v *verifier) fetchKeys(ctx context.Context) (map[string]*verifyKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, issuerFetchTimeout)
+	defer cancel()
+
+	discoveryURL := strings.TrimSuffix(v.cfg.Issuer, "/") + "/.well-known/openid-configuration"
+	body, err := v.get(ctx, discoveryURL)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	var doc struct {
+		Issuer  string `json:"issuer"`
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("discovery: decode: %w", err)
+	}
+	// OIDC Discovery 4.3: a mismatch means we were pointed at (or
+	// redirected to) a different issuer, whose keys we must not trust.
+	if doc.Issuer != v.cfg.Issuer {
+		return nil, fmt.Errorf("discovery: issuer %q does not match configured %q", doc.Issuer, v.cfg.Issuer)
+	}
+	if err := checkIssuerURL(doc.JWKSURI); err != nil {
+		return nil, fmt.Errorf("discovery: jwks_uri: %w", err)
+	}
+
+	body, err = v.get(ctx, doc.JWKSURI)
+	if err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	keys, skipped, err := parseJWKS(body)
+	if err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	for _, s := range skipped {
+		v.log.Warn("jwks key skipped", "issuer", v.cfg.Issuer, "reason", s)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("jwks: no usable signing keys")
+	}
+	return keys, nil
+}
+
+// get fetches url and returns the body, capped at maxIssuerDocBytes.
+func (v *verifier) get(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	res, err := v.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("unexpected status %d", res.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxIssuerDocBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxIssuerDocBytes {
+		return nil, fmt.Errorf("response larger than %d bytes", maxIssuerDocBytes)
+	}
+	return body, nil
+}
+
+// parseJWKS parses a JWK Set. A key we cannot use (encryption key, unknown
+// kty, weak RSA, point off the curve, no kid) is skipped and reported
+// rather than failing the set: issuers publish keys for other consumers,
+// and one odd key must not lock everyone out. The first key for a kid wins.
+func parseJWKS(data []byte) (keys map[string]*verifyKey, skipped []string, err error) {
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &set); err != nil {
+		return nil, nil, fmt.Errorf("decode: %w", err)
+	}
+	keys = map[string]*verifyKey{}
+	for i, raw := range set.Keys {
+		kid, k, err := parseJWK(raw)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): %v", i, kid, err))
+			continue
+		}
+		if _, dup := keys[kid]; dup {
+			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): duplicate kid", i, kid))
+			continue
+		}
+		keys[kid] = k
+	}
+	return keys, skipped, nil
+}
+
+// parseJWK parses one public signing key (RFC 7517, RFC 7518 section 6).
+func parseJWK(raw json.RawMessage) (string, *verifyKey, error) {
+	var j struct {
+		Kty    string   `json:"kty"`
+		Kid    string   `json:"kid"`
+		Use    string   `json:"use"`
+		KeyOps []string `json:"key_ops"`
+		Alg    string   `json:"alg"`
+		N      string   `json:"n"`
+		E      string   `json:"e"`
+		Crv    string   `json:"crv"`
+		X      string   `json:"x"`
+		Y      string   `json:"y"`
+	}
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return "", nil, fmt.Errorf("decode: %w", err)
+	}
+	if j.Kid == "" {
+		return "", nil, errors.New("no kid (tokens must name their key)")
+	}
+	if j.Use != "" && j.Use != "sig" {
+		return j.Kid, nil, fmt.Errorf("use %q is not sig", j.Use)
+	}
+	if j.KeyOps != nil && !slices.Contains(j.KeyOps, "verify") {
+		return j.Kid, nil, errors.New("key_ops does not include verify")
+	}
+	k := &verifyKey{alg: j.Alg}
+	switch j.Kty {
+	case "RSA":
+		pub, err := parseRSAJWK(j.N, j.E)
+		if err != nil {
+			return j.Kid, nil, err
+		}
+		k.rsa = pub
+	case "EC":
+		if j.Crv != "P-256" {
+			return j.Kid, nil, fmt.Errorf("unsupported curve %q", j.Crv)
+		}
+		pub, err := parseP256JWK(j.X, j.Y)
+		if err != nil {
+			return j.Kid, nil, err
+		}
+		k.ec = pub
+	default:
+		// Notably "oct": a symmetric key must never verify anything here.
+		return j.Kid, nil, fmt.Errorf("unsupported kty %q", j.Kty)
+	}
+	return j.Kid, k, nil
+}
+
+// parseRSAJWK builds an RSA public key from base64url n and e, refusing
+// moduli under minRSABits and exponents RSA verification would mishandle.
+func parseRSAJWK(n64, e64 string) (*rsa.PublicKey, error) {
+	nb, err := base64.RawURLEncoding.Strict().DecodeString(n64)
+	if err != nil || len(nb) == 0 {
+		return nil, errors.New("bad RSA n")
+	}
+	eb, err := base64.RawURLEncoding.Strict().DecodeString(e64)
+	if err != nil || len(eb) == 0 || len(eb) > 4 {
+		return nil, errors.New("bad RSA e")
+	}
+	n := new(big.Int).SetBytes(nb)
+	if n.BitLen() < minRSABits {
+		return nil, fmt.Errorf("RSA key is %d bits, minimum %d", n.BitLen(), minRSABits)
+	}
+	if n.Bit(0) == 0 {
+		return nil, errors.New("RSA modulus is even")
+	}
+	e := new(big.Int).SetBytes(eb).Int64()
+	if e < 3 || e%2 == 0 || e > math.MaxInt32 {
+		return nil, errors.New("bad RSA exponent")
+	}
+	return &rsa.PublicKey{N: n, E: int(e)}, nil
+}
+
+// parseP256JWK rejects points not on the curve: invalid-curve attacks feed
+// such points to leak key material or forge signatures.
+func parseP256JWK(x64, y64 string) (*ecdsa.PublicKey, error) {
+	x, err := base64.RawURLEncoding.Strict().DecodeString(x64)
+	if err != nil || len(x) != 32 {
+		return nil, errors.New("bad EC x")
+	}
+	y, err := base64.RawURLEncoding.Strict().DecodeString(y64)
+	if err != nil || len(y) != 32 {
+		return nil, errors.New("bad EC y")
+	}
+	point := append(append([]byte{4}, x...), y...)
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	if err != nil {
+		return nil, errors.New("EC point is not on P-256")
+	}
+	return pub, nil
+}
+
+// lookupKey returns the key for kid, refetching the JWKS (rate limited) if
+// the kid is unknown, which is how a rotated key gets picked up.
+func (v *verifier) lookupKey(ctx context.Context, kid string) *verifyKey {
+	v.mu.Lock()
+	k := v.keys[kid]
+	v.mu.Unlock()
+	if k != nil {
+		return k
+	}
+	// WithoutCancel: the fetch is shared with other waiters, so one client
+	// hanging up must not abort it; fetchKeys bounds it with a timeout.
+	// Errors are logged by refresh; the caller only needs "still unknown".
+	_, _ = v.refresh(context.WithoutCancel(ctx), true)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.keys[kid]
+}
+
+// verify parses "Bearer <token>" and returns the token's claims if the
+// token is well-formed, signed by a current issuer key with an allowed
+// algorithm, and valid for this audience now. The order matters: nothing
+// from the payload is trusted before the signature is checked.
+func (v *verifier) verify(ctx context.Context, authorizationHeader string) (tokenClaims, *authError) {
+	if !v.cfg.Enabled {
+		return tokenClaims{}, invalidTokenError("Authentication is not configured on this server.")
+	}
+	token, aerr := bearerToken(authorizationHeader)
+	if aerr != nil {
+		return tokenClaims{}, aerr
+	}
+	if len(token) > maxTokenBytes {
+		return tokenClaims{}, invalidTokenError("The access token is too large.")
+	}
+	hdrB64, payloadB64, sigB64, ok := splitJWS(token)
+	if !ok {
+		return tokenClaims{}, invalidTokenError("The access token is not a well-formed signed JWT.")
+	}
+	hdrJSON, err1 := decodeSegment(hdrB64)
+	payload, err2 := decodeSegment(payloadB64)
+	sig, err3 := decodeSegment(sigB64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return tokenClaims{}, invalidTokenError("The access token is not a well-formed signed JWT.")
+	}
+
+	alg, kid, aerr := v.checkHeader(hdrJSON)
+	if aerr != nil {
+		return tokenClaims{}, aerr
+	}
+	key := v.lookupKey(ctx, kid)
+	if key == nil {
+		return tokenClaims{}, invalidTokenError("The access token is signed with an unknown key.")
+	}
+	if key.alg != "" && key.alg != alg {
+		return tokenClaims{}, invalidTokenError("The access token's algorithm does not match its key.")
+	}
+	signingInput := token[:len(hdrB64)+1+len(payloadB64)]
+	if aerr := verifySignature(alg, key, []byte(signingInput), sig); aerr != nil {
+		return tokenClaims{}, aerr
+	}
+	return v.checkClaims(payload)
+}
+
+// bearerToken extracts the token from an Authorization header (RFC 6750
+// section 2.1). A missing header, another scheme, or an empty token all
+// mean "no bearer credentials" (RFC 6750 section 3.1), hence MISSING.
+func bearerToken(h string) (string, *authError) {
+	if h == "" {
+		return "", &authError{Code: authCodeMissing, Description: "An access token is required."}
+	}
+	scheme, token, _ := strings.Cut(h, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", &authError{Code: authCodeMissing, Description: "The Authorization header must use the Bearer scheme."}
+	}
+	if token == "" {
+		return "", &authError{Code: authCodeMissing, Description: "An access token is required."}
+	}
+	return token, nil
+}
+
+// splitJWS splits a compact JWS into exactly three non-empty segments made
+// only of the base64url alphabet. The alphabet check matters: Go's base64
+// decoder silently skips \r and \n, and padding or +/ would mean two
+// encodings of one token.
+func splitJWS(token string) (h, p, s string, ok bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", "", "", false
+	}
+	for _, part := range parts {
+		if part == "" {
+			return "", "", "", false
+		}
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return "", "", "", false
+			}
+		}
+	}
+	return parts[0], parts[1], parts[2], true
+}
+
+// decodeSegment decodes unpadded base64url; Strict rejects non-zero
+// trailing bits, so each token has exactly one encoding.
+func decodeSegment(s string) ([]byte, error) {
+	return base64.RawURLEncoding.Strict().DecodeString(s)
+}
+
+// checkHeader validates the JOSE header and returns its alg and kid.
+// The header is decoded into a map so key matching is exact: decoding into
+// a struct would let "ALG" fill the Alg field (encoding/json matches keys
+// case-insensitively), and duplicate keys are rejected because
+// encoding/json silently keeps the last one while other parsers keep the first.
+func (v *verifier) checkHeader(data []byte) (alg, kid string, aerr *authError) {
+	bad := invalidTokenError("The access token header is invalid.")
+	hdr, err := jwtObject(data)
+	if err != nil {
+		return "", "", bad
+	}
+	// Keys from a URL or embedded in the token would let the token vouch for
+	// itself; crit would oblige us to understand extensions we do not know.
+	for _, name := range []string{"jku", "x5u", "jwk", "x5c", "crit"} {
+		if _, ok := hdr[name]; ok {
+			return "", "", invalidTokenError("The access token header contains an unsupported parameter.")
+		}
+	}
+	if !jwtString(hdr, "alg", &alg) || !jwtString(hdr, "kid", &kid) || kid == "" {
+		return "", "", bad
+	}
+	if alg == "none" || strings.HasPrefix(alg, "HS") || !v.algs[alg] {
+		return "", "", invalidTokenError("The access token's signing algorithm is not accepted.")
+	}
+	if raw, ok := hdr["typ"]; ok {
+		var typ string
+		if json.Unmarshal(raw, &typ) != nil || !(strings.EqualFold(typ, "JWT") || strings.EqualFold(typ, "at+jwt")) {
+			return "", "", bad
+		}
+	}
+	return alg, kid, nil
+}
+
+// verifySignature checks sig over input with key, requiring the key type to
+// fit alg (so an EC kid cannot be paired with RS256 and vice versa).
+func verifySignature(alg string, key *verifyKey, input, sig []byte) *authError {
+	wrongKey := invalidTokenError("The access token's algorithm does not match its key.")
+	badSig := invalidTokenError("The access token signature is invalid.")
+	switch alg {
+	case "RS256", "RS384", "RS512", "PS256":
+		if key.rsa == nil {
+			return wrongKey
+		}
+		hash, digest := jwsDigest(alg, input)
+		var err error
+		if alg == "PS256" {
+			err = rsa.VerifyPSS(key.rsa, hash, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: hash})
+		} else {
+			err = rsa.VerifyPKCS1v15(key.rsa, hash, digest, sig)
+		}
+		if err != nil {
+			return badSig
+		}
+		return nil
+	case "ES256":
+		if key.ec == nil {
+			return wrongKey
+		}
+		// JWS uses raw R||S (RFC 7518 section 3.4), not ASN.1 DER, so
+		// VerifyASN1 is wrong here and a DER signature must fail.
+		if len(sig) != 64 {
+			return badSig
+		}
+		r := new(big.Int).SetBytes(sig[:32])
+		s := new(big.Int).SetBytes(sig[32:])
+		_, digest := jwsDigest(alg, input)
+		if !ecdsa.Verify(key.ec, digest, r, s) {
+			return badSig
+		}
+		return nil
+	default:
+		return invalidTokenError("The access token's signing algorithm is not accepted.")
+	}
+}
+
+// jwsDigest hashes input with the hash alg names.
+func jwsDigest(alg string, input []byte) (crypto.Hash, []byte) {
+	switch alg {
+	case "RS384":
+		d := sha512.Sum384(input)
+		return crypto.SHA384, d[:]
+	case "RS512":
+		d := sha512.Sum512(input)
+		return crypto.SHA512, d[:]
+	default:
+		d := sha256.Sum256(input)
+		return crypto.SHA256, d[:]
+	}
+}
+
+// checkClaims validates the registered claims of a signature-verified payload.
+func (v *verifier) checkClaims(payload []byte) (tokenClaims, *authError) {
+	c, err := jwtObject(payload)
+	if err != nil {
+		return tokenClaims{}, invalidTokenError("The access token claims are invalid.")
+	}
+	now := v.now()
+
+	var iss string
+	if !jwtString(c, "iss", &iss) || iss != v.cfg.Issuer {
+		return tokenClaims{}, invalidTokenError("The access token was not issued by the expected issuer.")
+	}
+	if !audienceContains(c["aud"], v.cfg.Audience) {
+		return tokenClaims{}, invalidTokenError("The access token is not intended for this API.")
+	}
+
+	exp, ok, err := jwtNumericDate(c, "exp")
+	if err != nil || !ok {
+		return tokenClaims{}, invalidTokenError("The access token has no valid expiry time.")
+	}
+	if !now.Before(exp.Add(tokenLeeway)) {
+		return tokenClaims{}, &authError{Code: authCodeExpired, Description: "The access token has expired."}
+	}
+	nbf, ok, err := jwtNumericDate(c, "nbf")
+	if err != nil || ok && now.Add(tokenLeeway).Before(nbf) {
+		return tokenClaims{}, invalidTokenError("The access token is not yet valid.")
+	}
+	iat, ok, err := jwtNumericDate(c, "iat")
+	if err != nil || ok && iat.After(now.Add(maxIssuedAtSkew)) {
+		return tokenClaims{}, invalidTokenError("The access token's issue time is invalid.")
+	}
+
+	var sub string
+	if !jwtString(c, "sub", &sub) || sub == "" {
+		return tokenClaims{}, invalidTokenError("The access token has no subject.")
+	}
+	var scopes []string
+	if _, present := c["scope"]; present {
+		var scope string
+		if !jwtString(c, "scope", &scope) {
+			return tokenClaims{}, invalidTokenError("The access token's scope claim is invalid.")
+		}
+		for s := range strings.SplitSeq(scope, " ") {
+			if s != "" {
+				scopes = append(scopes, s)
+			}
+		}
+	}
+	return tokenClaims{Subject: sub, Scopes: scopes, ExpiresAt: exp}, nil
+}
+
+// audienceContains accepts aud as a string or an array of strings (RFC 7519
+// section 4.1.3). Handling both forms explicitly is the fix for
+// CVE-2020-26160, where an array aud skipped the check entirely.
+func audienceContains(raw json.RawMessage, want string) bool {
+	if raw == nil {
+		return false
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return one == want
+	}
+	var many []string
+	if json.Unmarshal(raw, &many) != nil {
+		return false
+	}
+	return slices.Contains(many, want)
+}
+
+// jwtNumericDate reads a NumericDate claim (RFC 7519 section 2): a JSON number
+// of seconds, possibly fractional. Strings, booleans and null are errors
+// rather than "absent", so a mistyped exp cannot disable expiry.
+func jwtNumericDate(c map[string]json.RawMessage, name string) (time.Time, bool, error) {
+	raw, ok := c[name]
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var x any
+	if err := dec.Decode(&x); err != nil {
+		return time.Time{}, true, err
+	}
+	n, isNum := x.(json.Number)
+	if !isNum {
+		return time.Time{}, true, fmt.Errorf("%s is not a number", name)
+	}
+	if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+		if i < 0 || i > 1<<40 {
+			return time.Time{}, true, fmt.Errorf("%s out of range", name)
+		}
+		return time.Unix(i, 0), true, nil
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > 1<<40 {
+		return time.Time{}, true, fmt.Errorf("%s out of range", name)
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
+}
+
+// jwtString decodes c[name] into *dst if it is present and a JSON string.
+func jwtString(c map[string]json.RawMessage, name string, dst *string) bool {
+	raw, ok := c[name]
+	// The '"' check stops null, which Unmarshal accepts as "leave dst alone".
+	if !ok || len(raw) == 0 || raw[0] != '"' {
+		return false
+	}
+	return json.Unmarshal(raw, dst) == nil
+}
+
+// jwtObject decodes exactly one JSON object with no duplicate keys at
+// any depth and nothing after it. encoding/json keeps the last of duplicate
+// keys; a token whose meaning depends on which parser reads it is rejected.
+func jwtObject(data []byte) (map[string]json.RawMessage, error) {
+	if err := jwtNoDuplicateKeys(data); err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, errors.New("not a JSON object")
+	}
+	return m, nil
+}
+
+// jwtNoDuplicateKeys walks data token by token, requiring a single
+// top-level object and unique keys in every object.
+func jwtNoDuplicateKeys(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("not a JSON object")
+	}
+	if err := jwtWalkObject(dec, 1); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data after JSON object")
+	}
+	return nil
+}
+
+// maxJWTJSONDepth stops deeply nested claims from costing stack; real tokens
+// nest two or three levels.
+const maxJWTJSONDepth = 32
+
+// jwtWalkObject consumes an object's members after its '{', checking keys.
+func jwtWalkObject(dec *json.Decoder, depth int) error {
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return errors.New("object key is not a string")
+		}
+		if seen[key] {
+			return fmt.Errorf("duplicate key %q", key)
+		}
+		seen[key] = true
+		if err := jwtWalkValue(dec, depth); err != nil {
+			return err
+		}
+	}
+	_, err := dec.Token() // '}'
+	return err
+}
+
+// jwtWalkValue consumes one value, descending into objects and arrays.
+func jwtWalkValue(dec *json.Decoder, depth int) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	if depth >= maxJWTJSONDepth {
+		return errors.New("JSON nested too deeply")
+	}
+	switch d {
+	case '{':
+		return jwtWalkObject(dec, depth+1)
+	case '[':
+		for dec.More() {
+			if err := jwtWalkValue(dec, depth+1); err != nil {
+				return err
+			}
+		}
+		_, err := dec.Token() // ']'
+		return err
+	}
+	return fmt.Errorf("unexpected %v", d)
+}
+
+// hasScope reports whether c grants FHIR Patient read (write false) or
+// write (write true) access, using SMART on FHIR v1 scope names. Write does
+// not imply read: a system that only submits data should not read it back.
+func hasScope(c tokenClaims, write bool) bool {
+	want := []string{"user/Patient.read", "system/Patient.read", "user/Patient.*", "system/Patient.*"}
+	if write {
+		want = []string{"user/Patient.write", "system/Patient.write", "user/Patient.*", "system/Patient.*"}
+	}
+	for _, s := range c.Scopes {
+		if slices.Contains(want, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// subjectHash returns the first 16 hex digits of SHA-256(sub), so request
+// logs can correlate one caller's requests without recording the subject
+// identifier (which may identify a clinician) or any part of the token.
+func subjectHash(sub string) string {
+	sum := sha256.Sum256([]byte(sub))
+	return hex.EncodeToString(sum[:8])
+}
+
+// Dev issuer: a throwaway OIDC issuer so a newcomer can run the service with
+// auth switched on, without an NHS CIS2 or NHS login registration:
+//
+//	go run . dev-issuer                      # prints exports and a token
+//	OIDC_ISSUER=... OIDC_AUDIENCE=... go run .
+//	curl -H "Authorization: Bearer $TOKEN" ...
+//
+// It only listens on loopback and the service only accepts http issuers on
+// loopback, so production defaults are unchanged.
+
+// devIssuerTokenTTL is long enough for a working day.
+const devIssuerTokenTTL = 12 * time.Hour
+
+// runDevIssuer generates an RSA-2048 key in memory, serves discovery and
+// JWKS on the loopback address addr, writes export lines and a signed token
+// to stdout, and serves until ctx ends. The key dies with the process, so
+// its tokens are useless anywhere else.
+func runDevIssuer(ctx context.Context, addr string, audience string, stdout io.Writer) error {
+	if strings.TrimSpace(audience) == "" {
+		return errors.New("dev issuer: audience is required")
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("dev issuer: address %q: %w", addr, err)
+	}
+	if !isLoopbackHost(host) {
+		return fmt.Errorf("dev issuer: address %q is not loopback (use 127.0.0.1, ::1 or localhost)", addr)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return fmt.Errorf("dev issuer: generate key: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dev issuer: %w", err)
+	}
+	// Use the bound port (addr may say :0) but keep the host as written, so
+	// the issuer string is exactly what the user typed.
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	issuer := "http://" + net.JoinHostPort(host, port)
+
+	jwk := map[string]string{
+		"kty": "RSA",
+		"n":   base64.RawURLEncoding.EncodeToString(key.N.Bytes()),
+		"e":   base64.RawURLEncoding.EncodeToString(big.NewInt(int64(key.E)).Bytes()),
+	}
+	kid := jwkThumbprint(jwk)
+	jwk["kid"], jwk["use"], jwk["alg"] = kid, "sig", "RS256"
+
+	// mint signs a fresh read-write token for the dev user.
+	mint := func() (string, error) {
+		now := time.Now()
+		return signRS256(key, kid, map[string]any{
+			"iss":   issuer,
+			"aud":   audience,
+			"sub":   "dev-user",
+			"scope": "user/Patient.read user/Patient.write",
+			"iat":   now.Unix(),
+			"exp":   now.Add(devIssuerTokenTTL).Unix(),
+		})
+	}
+	token, err := mint()
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("dev issuer: sign token: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		devIssuerJSON(w, map[string]any{
+			"issuer":                                issuer,
+			"jwks_uri":                              issuer + "/jwks",
+			"id_token_signing_alg_values_supported": []string{"RS256"},
+		})
+	})
+	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
+		devIssuerJSON(w, map[string]any{"keys": []any{jwk}})
+	})
+	// GET /token hands out a fresh token as plain text, so a shell can do
+	// curl -H "Authorization: Bearer $(curl -s 127.0.0.1:9000/token)". Only on loopback.
+	mux.HandleFunc("GET /token", func(w http.ResponseWriter, r *http.Request) {
+		tok, err := mint()
+		if err != nil {
+			http.Error(w, "sign token", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte(tok))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	fmt.Fprintf(stdout, "# dev issuer at %s (DEVELOPMENT ONLY; key is in memory, token valid %s)\n", issuer, devIssuerTokenTTL)
+	fmt.Fprintf(stdout, "export OIDC_ISSUER=%s OIDC_AUDIENCE=%s\n", devShellQuote(issuer), devShellQuote(audience))
+	fmt.Fprintf(stdout, "export TOKEN=%s\n", token)
+	fmt.Fprintf(stdout, "# a fresh token any time: curl -s %s/token\n", issuer)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("dev issuer: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("dev issuer: shutdown: %w", err)
+	}
+	return nil
+}
+
+// devIssuerJSON writes v as JSON; the dev issuer has no other response type.
+func devIssuerJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b) // the client hung up; nothing to do
+}
+
+// jwkThumbprint is the RFC 7638 thumbprint of an RSA JWK, a stable kid.
+func jwkThumbprint(jwk map[string]string) string {
+	canon := `{"e":"` + jwk["e"] + `","kty":"RSA","n":"` + jwk["n"] + `"}`
+	sum := sha256.Sum256([]byte(canon))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// signRS256 produces a compact JWS; only the dev issuer signs tokens.
+func signRS256(key *rsa.PrivateKey, kid string, claims map[string]any) (string, error) {
+	hdr, err := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": kid})
+	if err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	input := base64.RawURLEncoding.EncodeToString(hdr) + "." + base64.RawURLEncoding.EncodeToString(payload)
+	digest := sha256.Sum256([]byte(input))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
+	if err != nil {
+		return "", err
+	}
+	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+}
+
+// devShellQuote single-quotes s for a POSIX shell export line.
+func devShellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
