@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -82,13 +83,18 @@ func newServer(log *slog.Logger, cfg config, ready func() bool, spec []byte, doc
 
 // handleEGFR serves POST /egfr: decode, validate, compute, encode.
 func handleEGFR() http.Handler {
+	// Request bodies are read into pooled buffers: this is the hot path, and a body is under 200
+	// bytes. The response is encoded into the same buffer once the body has been parsed.
+	bufs := sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if msg := checkJSONContentType(r.Header.Get("Content-Type")); msg != "" {
 			writeProblem(w, r, http.StatusUnsupportedMediaType, msg, nil)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEGFRBody))
-		if err != nil {
+		buf := bufs.Get().(*bytes.Buffer)
+		defer bufs.Put(buf)
+		buf.Reset()
+		if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxEGFRBody)); err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
 				writeProblem(w, r, http.StatusRequestEntityTooLarge,
@@ -98,7 +104,7 @@ func handleEGFR() http.Handler {
 			writeProblem(w, r, http.StatusBadRequest, "The request body could not be read.", nil)
 			return
 		}
-		req, problems := parseEGFRRequest(body)
+		req, problems := parseEGFRRequest(buf.Bytes())
 		if len(problems) > 0 {
 			status := http.StatusUnprocessableEntity
 			for _, p := range problems {
@@ -109,7 +115,10 @@ func handleEGFR() http.Handler {
 			writeProblem(w, r, status, problemDetail(problems), problems)
 			return
 		}
-		writeJSON(w, http.StatusOK, "application/json", req.compute())
+		out := req.compute().appendJSON(buf.AvailableBuffer()[:0])
+		w.Header()["Content-Type"] = []string{"application/json"}
+		w.WriteHeader(http.StatusOK)
+		w.Write(out)
 	})
 }
 
@@ -135,6 +144,9 @@ const maxEGFRBody = 64 << 10
 // or "" when it is.
 func checkJSONContentType(ct string) string {
 	const want = "Content-Type must be application/json (charset utf-8)."
+	if ct == "application/json" { // the common case, without parsing
+		return ""
+	}
 	if ct == "" {
 		return "The request has no Content-Type; " + want
 	}
@@ -344,15 +356,8 @@ type ctxKey int
 
 const requestInfoKey ctxKey = iota
 
-// requestInfo is what the middleware knows about a request and logs when it ends; the auth check
-// fills in the token subject's hash.
-type requestInfo struct {
-	id      string
-	subHash string
-}
-
 func requestIDFrom(ctx context.Context) string {
-	if ri, ok := ctx.Value(requestInfoKey).(*requestInfo); ok {
+	if ri, ok := ctx.Value(requestInfoKey).(*statusWriter); ok {
 		return ri.id
 	}
 	return ""
@@ -365,18 +370,17 @@ func requestIDFrom(ctx context.Context) string {
 func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		reqID, reqErr := headerID(r.Header, "X-Request-ID")
-		corrID, corrErr := headerID(r.Header, "X-Correlation-ID")
+		reqID, reqErr := headerID(r.Header, "X-Request-Id", "X-Request-ID")
+		corrID, corrErr := headerID(r.Header, "X-Correlation-Id", "X-Correlation-ID")
 		if reqID == "" { // absent, empty or malformed: a malformed value is never echoed
 			reqID = newUUID()
 		}
-		w.Header().Set("X-Request-ID", reqID)
+		w.Header()["X-Request-Id"] = []string{reqID} // canonical key: no allocation to canonicalise it
 		if corrID != "" && corrErr == "" {
 			w.Header().Set("X-Correlation-ID", corrID)
 		}
-		info := &requestInfo{id: reqID}
-		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey, info))
+		sw := &statusWriter{ResponseWriter: w, id: reqID}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey, sw))
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -387,11 +391,15 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 					writeError(sw, r, http.StatusInternalServerError, "The server could not complete the request.")
 				}
 			}
-			attrs := []slog.Attr{slog.String("method", r.Method), slog.String("route", r.Pattern), slog.Int("status", sw.status),
-				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-				slog.String("request_id", reqID), slog.String("correlation_id", corrID)}
-			if info.subHash != "" { // the token's subject, hashed: traceable, not identifying
-				attrs = append(attrs, slog.String("sub_hash", info.subHash))
+			// Five attributes fit in a slog.Record without allocating; the optional ones are rare.
+			attrs := append(make([]slog.Attr, 0, 7), slog.String("method", r.Method), slog.String("route", r.Pattern),
+				slog.Int("status", sw.status), slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+				slog.String("request_id", reqID))
+			if corrID != "" {
+				attrs = append(attrs, slog.String("correlation_id", corrID))
+			}
+			if sw.subHash != "" { // the token's subject, hashed: traceable, not identifying
+				attrs = append(attrs, slog.String("sub_hash", sw.subHash))
 			}
 			log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		}()
@@ -403,10 +411,11 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
-// headerID reads an ID header: "" when absent or empty, else the value if it is 1–128 characters from
-// A-Z a-z 0-9 . _ : - (anything else could forge log lines or smuggle markup), else a problem message.
-func headerID(h http.Header, name string) (id, problem string) {
-	vs := h.Values(name)
+// headerID reads an ID header (by its canonical key, so the lookup does not allocate): "" when absent
+// or empty, else the value if it is 1–128 characters from A-Z a-z 0-9 . _ : - (anything else could
+// forge log lines or smuggle markup), else a problem message naming the header as the docs do.
+func headerID(h http.Header, key, name string) (id, problem string) {
+	vs := h[key]
 	if len(vs) == 0 || (len(vs) == 1 && vs[0] == "") {
 		return "", ""
 	}
@@ -441,10 +450,14 @@ func newUUID() string {
 	return string(s[:])
 }
 
-// statusWriter records the status a handler writes, for the log line and panic recovery.
+// statusWriter records the status a handler writes, for the log line and panic recovery, and is
+// what the middleware knows about the request (the context carries it): its ID, and the hash of the
+// token's subject once the auth check has run.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status  int
+	id      string
+	subHash string
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -490,7 +503,7 @@ func requireToken(v *verifier, need access, next http.Handler) http.Handler {
 			claims, aerr = v.verify(r.Context(), r.Header.Get("Authorization"))
 		}
 		if aerr == nil {
-			if ri, ok := r.Context().Value(requestInfoKey).(*requestInfo); ok {
+			if ri, ok := r.Context().Value(requestInfoKey).(*statusWriter); ok {
 				ri.subHash = subjectHash(claims.Subject)
 			}
 			if need == anyToken || hasScope(claims, need == writePatients) {

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -436,8 +437,17 @@ func TestNewEGFRResultRounding(t *testing.T) {
 		{150.25, egfrResult{150.3, ">90", "G1", formula2021}},
 	}
 	for _, tt := range tests {
-		if diff := cmp.Diff(tt.want, newEGFRResult(tt.give, formula2021)); diff != "" {
+		got := newEGFRResult(tt.give, formula2021)
+		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("newEGFRResult(%v) (-want +got):\n%s", tt.give, diff)
+		}
+		// The hand-written encoder must write what encoding/json writes.
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		enc.Encode(got)
+		if string(got.appendJSON(nil)) != want.String() {
+			t.Errorf("appendJSON = %s, encoding/json = %s", got.appendJSON(nil), want.String())
 		}
 	}
 }
@@ -1853,4 +1863,33 @@ func TestReadinessWaitsForKeys(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// FuzzEGFRFastPath: wherever the allocation-free scanner accepts a body, the encoding/json walk
+// must find no structural problem and the same raw values.
+func FuzzEGFRFastPath(f *testing.F) {
+	for _, s := range []string{
+		`{"sex": "male", "serum_creatinine_umol_l": 88, "age": 50}`, `{}`, ` { } `, `{"age":null}`,
+		`{"sex":"female","serum_creatinine_umol_l":61.88e0,"age":-0,"formula":"CKD-EPI 2009","serum_cystatin_c_mg_l":1E+1}`,
+		`{"sex":"m\u0061le"}`, `{"sex":"male","sex":"male"}`, `{"x":1}`, `{"age":01}`, `{"age":1.}`, `{"age":.5}`,
+		`{"age":1}x`, `{"age":1,}`, `{"age" 1}`, `{"age":nul}`, `{"age":"é"}`, "{\"sex\":\"a\tb\"}",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		b := []byte(body)
+		fast, ok := scanEGFRObject(b)
+		if !ok || !utf8.Valid(b) {
+			return
+		}
+		slow, problems, ok := splitObject(b)
+		if !ok || len(problems) > 0 {
+			t.Fatalf("fast path accepted %q; the full walk found %v", body, problems)
+		}
+		for i := range fast {
+			if !bytes.Equal(fast[i], slow[i]) {
+				t.Fatalf("%q field %s: fast %q, full walk %q", body, egfrFields[i], fast[i], slow[i])
+			}
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -104,6 +105,20 @@ type egfrResult struct {
 	Formula  string  `json:"formula"`
 }
 
+// appendJSON appends r as JSON, as encoding/json would write it (a test checks), without reflection:
+// this is the hot path. The strings are fixed values that need no escaping.
+func (r egfrResult) appendJSON(b []byte) []byte {
+	b = append(b, `{"egfr_ml_min_1_73m2":`...)
+	b = strconv.AppendFloat(b, r.EGFR, 'f', -1, 64)
+	b = append(b, `,"egfr_reported":"`...)
+	b = append(b, r.Reported...)
+	b = append(b, `","kdigo_category":"`...)
+	b = append(b, r.Category...)
+	b = append(b, `","formula":"`...)
+	b = append(b, r.Formula...)
+	return append(b, "\"}\n"...)
+}
+
 // newEGFRResult rounds an unrounded eGFR for reporting. Both roundings start from the unrounded value
 // (never rounding a rounded number), half up: 89.46 is 89.5 and "89". ">90" means the whole number
 // is above 90, so 90.4 is "90" and 90.5 is ">90".
@@ -177,93 +192,98 @@ var egfrFields = [...]string{"sex", "serum_creatinine_umol_l", "age", "formula",
 // order. encoding/json alone would accept `Sex` for `sex`, keep the last of duplicate keys and stop at
 // the first type error, so the object is walked key by key.
 func parseEGFRRequest(body []byte) (egfrRequest, []fieldError) {
-	root := []string{"body"}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return egfrRequest{}, []fieldError{badJSON(root, "json_invalid", "The request body is empty; send a JSON object.")}
+		return egfrRequest{}, []fieldError{badJSON([]string{"body"}, "json_invalid", "The request body is empty; send a JSON object.")}
 	}
 	if !utf8.Valid(body) {
-		return egfrRequest{}, []fieldError{badJSON(root, "json_invalid", "The request body is not valid UTF-8.")}
+		return egfrRequest{}, []fieldError{badJSON([]string{"body"}, "json_invalid", "The request body is not valid UTF-8.")}
 	}
-	raw, structural := splitObject(body)
-	if raw == nil {
-		return egfrRequest{}, structural
+	raw, ok := scanEGFRObject(body)
+	var structural []fieldError
+	if !ok { // anything unusual: the full walk, which explains every problem
+		raw, structural, ok = splitObject(body)
+		if !ok {
+			return egfrRequest{}, structural
+		}
 	}
 
-	byField := map[string][]fieldError{}
-	add := func(e fieldError) { byField[e.Loc[1]] = append(byField[e.Loc[1]], e) }
+	var byField [len(egfrFields)][]fieldError
+	add := func(i int, e fieldError) { byField[i] = append(byField[i], e) }
 	var req egfrRequest
 
 	// sex (required)
-	if v, ok := raw["sex"]; !ok {
-		add(badValue(loc("sex"), "missing", "Field required."))
-	} else if s, ok := jsonString(v); !ok {
-		add(badJSON(loc("sex"), "string_type", "Input should be a string: \"male\" or \"female\"."))
-	} else if s != string(male) && s != string(female) {
-		add(badValue(loc("sex"), "literal_error", "Input should be \"male\" or \"female\" (lower case)."))
+	if v := raw[fieldSex]; v == nil {
+		add(fieldSex, badValue(loc("sex"), "missing", "Field required."))
+	} else if !isJSONString(v) {
+		add(fieldSex, badJSON(loc("sex"), "string_type", "Input should be a string: \"male\" or \"female\"."))
+	} else if jsonStringIs(v, string(male)) {
+		req.Sex = male
+	} else if jsonStringIs(v, string(female)) {
+		req.Sex = female
 	} else {
-		req.Sex = sex(s)
+		add(fieldSex, badValue(loc("sex"), "literal_error", "Input should be \"male\" or \"female\" (lower case)."))
 	}
 
 	// serum_creatinine_umol_l (required)
-	if v, ok := raw["serum_creatinine_umol_l"]; !ok {
-		add(badValue(loc("serum_creatinine_umol_l"), "missing", "Field required."))
+	if v := raw[fieldCreatinine]; v == nil {
+		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "missing", "Field required."))
 	} else if x, ok := jsonNumber(v); !ok {
-		add(badJSON(loc("serum_creatinine_umol_l"), "float_type", "Input should be a number (µmol/L)."))
+		add(fieldCreatinine, badJSON(loc("serum_creatinine_umol_l"), "float_type", "Input should be a number (µmol/L)."))
 	} else if math.IsInf(x, 0) {
-		add(badValue(loc("serum_creatinine_umol_l"), "finite_number", "Input should be a finite number (µmol/L)."))
+		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "finite_number", "Input should be a finite number (µmol/L)."))
 	} else if x <= 0 {
-		add(badValue(loc("serum_creatinine_umol_l"), "greater_than_equal",
+		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "greater_than_equal",
 			fmt.Sprintf("Input should be a positive number of µmol/L, from %g to %g.", minCreatinine, maxCreatinine)))
 	} else if x < minCreatinine {
-		add(badValue(loc("serum_creatinine_umol_l"), "greater_than_equal",
+		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "greater_than_equal",
 			fmt.Sprintf("Input should be at least %g µmol/L; %g looks like a value in mg/dL (mg/dL × 88.4 = µmol/L).", minCreatinine, x)))
 	} else if x > maxCreatinine {
-		add(badValue(loc("serum_creatinine_umol_l"), "less_than_equal",
+		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "less_than_equal",
 			fmt.Sprintf("Input should be at most %g µmol/L.", maxCreatinine)))
 	} else {
 		req.CreatUmolL = x
 	}
 
 	// age (required)
-	if v, ok := raw["age"]; !ok {
-		add(badValue(loc("age"), "missing", "Field required."))
+	if v := raw[fieldAge]; v == nil {
+		add(fieldAge, badValue(loc("age"), "missing", "Field required."))
 	} else if x, ok := jsonNumber(v); !ok {
-		add(badJSON(loc("age"), "int_type", "Input should be a whole number of years."))
+		add(fieldAge, badJSON(loc("age"), "int_type", "Input should be a whole number of years."))
 	} else if math.IsInf(x, 0) || x != math.Trunc(x) {
-		add(badValue(loc("age"), "int_from_float", "Input should be a whole number of years, without a fractional part."))
+		add(fieldAge, badValue(loc("age"), "int_from_float", "Input should be a whole number of years, without a fractional part."))
 	} else if x < minAge {
-		add(badValue(loc("age"), "greater_than_equal",
+		add(fieldAge, badValue(loc("age"), "greater_than_equal",
 			fmt.Sprintf("Input should be at least %d years: CKD-EPI is validated in adults only.", minAge)))
 	} else if x > maxAge {
-		add(badValue(loc("age"), "less_than_equal", fmt.Sprintf("Input should be at most %d years.", maxAge)))
+		add(fieldAge, badValue(loc("age"), "less_than_equal", fmt.Sprintf("Input should be at most %d years.", maxAge)))
 	} else {
 		req.Age = int(x)
 	}
 
 	// formula (optional)
 	req.Formula = formula2021
-	if v, ok := raw["formula"]; ok {
-		if s, ok := jsonString(v); !ok {
-			add(badJSON(loc("formula"), "string_type", "Input should be a string: \"CKD-EPI 2021\" or \"CKD-EPI 2009\"."))
-		} else if s != formula2021 && s != formula2009 {
-			add(badValue(loc("formula"), "literal_error", "Input should be \"CKD-EPI 2021\" or \"CKD-EPI 2009\"."))
-		} else {
-			req.Formula = s
+	if v := raw[fieldFormula]; v != nil {
+		if !isJSONString(v) {
+			add(fieldFormula, badJSON(loc("formula"), "string_type", "Input should be a string: \"CKD-EPI 2021\" or \"CKD-EPI 2009\"."))
+		} else if jsonStringIs(v, formula2009) {
+			req.Formula = formula2009
+		} else if !jsonStringIs(v, formula2021) {
+			add(fieldFormula, badValue(loc("formula"), "literal_error", "Input should be \"CKD-EPI 2021\" or \"CKD-EPI 2009\"."))
 		}
 	}
 
 	// serum_cystatin_c_mg_l (optional)
-	if v, ok := raw["serum_cystatin_c_mg_l"]; ok {
+	if v := raw[fieldCystatin]; v != nil {
 		if x, ok := jsonNumber(v); !ok {
-			add(badJSON(loc("serum_cystatin_c_mg_l"), "float_type", "Input should be a number (mg/L)."))
+			add(fieldCystatin, badJSON(loc("serum_cystatin_c_mg_l"), "float_type", "Input should be a number (mg/L)."))
 		} else if math.IsInf(x, 0) {
-			add(badValue(loc("serum_cystatin_c_mg_l"), "finite_number", "Input should be a finite number (mg/L)."))
+			add(fieldCystatin, badValue(loc("serum_cystatin_c_mg_l"), "finite_number", "Input should be a finite number (mg/L)."))
 		} else if x < minCystatinC {
-			add(badValue(loc("serum_cystatin_c_mg_l"), "greater_than_equal", fmt.Sprintf("Input should be at least %g mg/L.", minCystatinC)))
+			add(fieldCystatin, badValue(loc("serum_cystatin_c_mg_l"), "greater_than_equal", fmt.Sprintf("Input should be at least %g mg/L.", minCystatinC)))
 		} else if x > maxCystatinC {
-			add(badValue(loc("serum_cystatin_c_mg_l"), "less_than_equal", fmt.Sprintf("Input should be at most %g mg/L.", maxCystatinC)))
+			add(fieldCystatin, badValue(loc("serum_cystatin_c_mg_l"), "less_than_equal", fmt.Sprintf("Input should be at most %g mg/L.", maxCystatinC)))
 		} else if req.Formula == formula2009 {
-			add(badValue(loc("serum_cystatin_c_mg_l"), "formula_mismatch",
+			add(fieldCystatin, badValue(loc("serum_cystatin_c_mg_l"), "formula_mismatch",
 				"Cystatin C is used only by the CKD-EPI 2021 creatinine-cystatin C equation; omit it, or omit \"formula\" (or send \"CKD-EPI 2021\")."))
 		} else {
 			req.CystatinC, req.HasCystatin = x, true
@@ -271,8 +291,8 @@ func parseEGFRRequest(body []byte) (egfrRequest, []fieldError) {
 	}
 
 	var problems []fieldError
-	for _, f := range egfrFields {
-		problems = append(problems, byField[f]...)
+	for _, ps := range byField {
+		problems = append(problems, ps...)
 	}
 	problems = append(problems, structural...)
 	return req, problems
@@ -280,10 +300,151 @@ func parseEGFRRequest(body []byte) (egfrRequest, []fieldError) {
 
 func loc(field string) []string { return []string{"body", field} }
 
-// splitObject walks a JSON object's top level. It returns each known field's raw value, with JSON null
-// treated as absent, and the structural problems: unknown and duplicate keys, and whatever stops the
-// walk (malformed JSON, a non-object, a second value). raw is nil when the body is unusable.
-func splitObject(body []byte) (raw map[string]json.RawMessage, problems []fieldError) {
+// egfrRaw holds each field's raw JSON value by its index in egfrFields; nil means absent or null.
+type egfrRaw [len(egfrFields)][]byte
+
+// Indexes into egfrFields and egfrRaw.
+const (
+	fieldSex = iota
+	fieldCreatinine
+	fieldAge
+	fieldFormula
+	fieldCystatin
+)
+
+// scanEGFRObject is the fast path for the common case, allocating nothing: a JSON object whose keys
+// are known, unescaped and unique, and whose values are numbers, unescaped strings or null. It gives
+// up (ok false) on anything else, and parseEGFRRequest then takes the full walk, which must agree
+// with it wherever it succeeds (FuzzEGFRFastPath checks).
+func scanEGFRObject(b []byte) (raw egfrRaw, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return raw, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i = skipSpace(b, i+1)
+		return raw, i == len(b)
+	}
+	var seen [len(egfrFields)]bool
+	for {
+		key, j, ok := scanPlainString(b, i)
+		if !ok {
+			return raw, false
+		}
+		f := slices.Index(egfrFields[:], string(key))
+		if f < 0 || seen[f] {
+			return raw, false
+		}
+		seen[f] = true
+		i = skipSpace(b, j)
+		if i >= len(b) || b[i] != ':' {
+			return raw, false
+		}
+		i = skipSpace(b, i+1)
+		switch {
+		case i >= len(b):
+			return raw, false
+		case b[i] == '"':
+			_, j, ok = scanPlainString(b, i)
+		case b[i] == 'n':
+			j, ok = i+4, bytes.HasPrefix(b[i:], []byte("null"))
+		default:
+			j = scanNumber(b, i)
+			ok = j > i
+		}
+		if !ok {
+			return raw, false
+		}
+		if b[i] != 'n' {
+			raw[f] = b[i:j]
+		}
+		i = skipSpace(b, j)
+		if i >= len(b) {
+			return raw, false
+		}
+		if b[i] == '}' {
+			return raw, skipSpace(b, i+1) == len(b)
+		}
+		if b[i] != ',' {
+			return raw, false
+		}
+		i = skipSpace(b, i+1)
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanPlainString reads a JSON string at b[i] without escapes or control characters, returning its
+// contents and the index after the closing quote.
+func scanPlainString(b []byte, i int) (s []byte, end int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20:
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
+}
+
+// scanNumber returns the end of the JSON number at b[i] (RFC 8259 grammar), or i if there is none.
+func scanNumber(b []byte, i int) int {
+	j := i
+	if j < len(b) && b[j] == '-' {
+		j++
+	}
+	switch {
+	case j < len(b) && b[j] == '0':
+		j++
+	case j < len(b) && b[j] >= '1' && b[j] <= '9':
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+	default:
+		return i
+	}
+	if j < len(b) && b[j] == '.' {
+		k := j + 1
+		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
+			k++
+		}
+		if k == j+1 {
+			return i
+		}
+		j = k
+	}
+	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
+		k := j + 1
+		if k < len(b) && (b[k] == '+' || b[k] == '-') {
+			k++
+		}
+		d := k
+		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
+			k++
+		}
+		if k == d {
+			return i
+		}
+		j = k
+	}
+	return j
+}
+
+// splitObject walks a JSON object's top level with encoding/json. It returns each known field's raw
+// value, with JSON null treated as absent, and the structural problems: unknown and duplicate keys,
+// and whatever stops the walk (malformed JSON, a non-object, a second value); ok is false when the
+// body is unusable.
+func splitObject(body []byte) (raw egfrRaw, problems []fieldError, ok bool) {
 	root := []string{"body"}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -298,65 +459,57 @@ func splitObject(body []byte) (raw map[string]json.RawMessage, problems []fieldE
 		return append(problems, badJSON(root, "json_invalid", msg))
 	}
 	if tok, err := dec.Token(); err != nil {
-		return nil, malformed(err)
+		return raw, malformed(err), false
 	} else if tok != json.Delim('{') {
-		return nil, []fieldError{badJSON(root, "model_type", "The request body should be a JSON object.")}
+		return raw, []fieldError{badJSON(root, "model_type", "The request body should be a JSON object.")}, false
 	}
-	raw = map[string]json.RawMessage{}
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, malformed(err)
+			return raw, malformed(err), false
 		}
 		key := tok.(string) // inside an object, Token returns keys as strings
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return nil, malformed(err)
+			return raw, malformed(err), false
 		}
+		f := slices.Index(egfrFields[:], key)
 		switch {
 		case seen[key]:
 			problems = append(problems, badJSON([]string{"body", key}, "duplicate_key", "This key appears more than once; send it once."))
-		case !isEGFRField(key):
+		case f < 0:
 			problems = append(problems, badJSON([]string{"body", key}, "extra_forbidden",
 				"Unknown field (field names are case-sensitive): expected one of "+strings.Join(egfrFields[:], ", ")+"."))
 		case string(v) != "null":
-			raw[key] = v
+			raw[f] = v
 		}
 		seen[key] = true
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, malformed(err)
+		return raw, malformed(err), false
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		problems = append(problems, badJSON(root, "json_invalid", "The request body has data after the JSON object; send exactly one object."))
 	}
-	return raw, problems
+	return raw, problems, true
 }
 
-func isEGFRField(k string) bool {
-	for _, f := range egfrFields {
-		if k == f {
-			return true
-		}
-	}
-	return false
-}
+// isJSONString reports whether a raw JSON value is a string.
+func isJSONString(v []byte) bool { return len(v) > 0 && v[0] == '"' }
 
-// jsonString reports the value of a raw JSON string.
-func jsonString(v json.RawMessage) (string, bool) {
-	if len(v) == 0 || v[0] != '"' {
-		return "", false
+// jsonStringIs reports whether the raw JSON string v has the value want, without copying it unless
+// it has escapes.
+func jsonStringIs(v []byte, want string) bool {
+	if !bytes.Contains(v, []byte{'\\'}) {
+		return string(v[1:len(v)-1]) == want
 	}
 	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		return "", false
-	}
-	return s, true
+	return json.Unmarshal(v, &s) == nil && s == want
 }
 
 // jsonNumber reports the value of a raw JSON number; a number too large for float64 is ±Inf.
-func jsonNumber(v json.RawMessage) (float64, bool) {
+func jsonNumber(v []byte) (float64, bool) {
 	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
 		return 0, false
 	}

@@ -15,10 +15,18 @@
 //   ops         every (method, path) in BASE/openapi.json `paths` is rendered as an .opblock
 //   console     zero console errors and zero uncaught page errors
 //   origin      zero requests to any origin other than BASE's (requests elsewhere are also aborted,
-//               so the test itself never sends traffic off the machine)
+//               so the test itself never sends traffic off the machine), and zero attempts at one
+//               that the page's CSP blocked before sending (from securitypolicyviolation blockedURI)
 //   csp         zero CSP violations (securitypolicyviolation events + CSP console messages)
 //   tryitout    first POST operation (if any): Try it out + Execute shows a response code
-// Optional env: VERBOSE=1 lists every request; SCREENSHOT=/tmp/docs.png saves a full-page PNG;
+//   authorize   only when env TOKEN is set (else prints SKIP): Authorize dialog -> bearerAuth value =
+//               TOKEN -> Authorize -> Close; then POST /Patient: Try it out, a small Patient body,
+//               Execute; passes if the page shows 201 and the request Swagger UI sent carried
+//               `Authorization: Bearer <TOKEN>`. Only the bearerAuth (http bearer) form is touched,
+//               never an openIdConnect/oauth2 one. The token is never printed (output is redacted).
+//               console/origin/csp above cover this part too.
+// Optional env: TOKEN (see authorize); VERBOSE=1 lists every request; SCREENSHOT=/tmp/docs.png
+// saves a full-page PNG (with TOKEN set, it may show the token in Swagger UI's curl box);
 // RENDER_TIMEOUT_MS (default 30000).
 // and prints the bytes transferred for the page load (sum of response body sizes).
 import { createRequire } from 'node:module';
@@ -46,6 +54,14 @@ const DOCS_URL = new URL('/docs/', BASE).href;
 const SPEC_URL = new URL('/openapi.json', BASE).href;
 const RENDER_TIMEOUT_MS = Number(process.env.RENDER_TIMEOUT_MS || 30000);
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
+
+// Never print the token: every line this script prints goes through redact().
+const TOKEN = (process.env.TOKEN || '').trim();
+const redact = (s) => (TOKEN && typeof s === 'string' ? s.split(TOKEN).join('<TOKEN>') : s);
+for (const k of ['log', 'error', 'warn']) {
+  const orig = console[k].bind(console);
+  console[k] = (...args) => orig(...args.map(redact));
+}
 
 const failures = [];
 let passes = 0;
@@ -116,7 +132,9 @@ context.on('requestfinished', (req) => {
 // CSP violations as the page sees them: listener installed before any page script runs.
 await context.addInitScript(() => {
   window.__cspViolations = [];
+  window.__cspBlockedURIs = [];
   window.addEventListener('securitypolicyviolation', (e) => {
+    if (e.blockedURI) window.__cspBlockedURIs.push(e.blockedURI);
     window.__cspViolations.push(`${e.effectiveDirective} blocked ${e.blockedURI || '(inline)'} at ${e.sourceFile || ''}:${e.lineNumber || ''}`);
   }, true);
 });
@@ -195,14 +213,87 @@ try {
     await Promise.all(pendingSizes);
   }
 
+  // Authorize (bearerAuth) with TOKEN, then Try it out + Execute on POST /Patient: expect 201.
+  if (!TOKEN) {
+    console.log('SKIP authorize: TOKEN not set');
+  } else {
+    phase = 'authorize';
+    const sent = [];          // {url, auth} for each POST BASE/Patient the page sent
+    const onReq = (req) => {
+      const u = req.url();
+      if (req.method() === 'POST' && isNetworkUrl(u) && new URL(u).origin === ORIGIN && new URL(u).pathname === '/Patient') {
+        sent.push(req.allHeaders().then((h) => ({ url: u, auth: h['authorization'] })).catch(() => ({ url: u, auth: undefined })));
+      }
+    };
+    page.on('request', onReq);
+    const label = 'POST /Patient';
+    try {
+      // 1. Authorize dialog: fill only the bearerAuth (http, Bearer) form.
+      await page.locator('#swagger-ui .auth-wrapper button.authorize').first().click();
+      const dialog = page.locator('#swagger-ui .dialog-ux .modal-ux');
+      await dialog.waitFor({ state: 'visible', timeout: 10000 });
+      const bearer = dialog.locator('.auth-container').filter({ has: page.locator('h4 > code', { hasText: /^bearerAuth$/ }) });
+      if (await bearer.count() !== 1) throw new Error(`Authorize dialog has ${await bearer.count()} bearerAuth forms (want 1)`);
+      const schemes = await dialog.locator('.auth-container h4 > code').allInnerTexts();
+      const input = bearer.locator('input#auth-bearer-value, input[type="text"], input[type="password"]').first();
+      await input.fill(TOKEN);
+      await bearer.locator('button.modal-btn.authorize').click();
+      // Swagger UI swaps the bearerAuth form to "Authorized" + Logout once the value is applied.
+      await bearer.locator('button.modal-btn', { hasText: 'Logout' }).waitFor({ state: 'visible', timeout: 10000 });
+      await dialog.locator('button.modal-btn.btn-done').first().click();
+      await dialog.waitFor({ state: 'hidden', timeout: 10000 });
+
+      // 2. POST /Patient: Try it out, body, Execute.
+      const op = page.locator('#swagger-ui .opblock.opblock-post').filter({ has: page.locator('.opblock-summary [data-path="/Patient"]') }).first();
+      if (await op.count() === 0) throw new Error('no POST /Patient operation rendered');
+      await op.locator('.opblock-summary-control, .opblock-summary').first().click();
+      const tryBtn = op.locator('button.try-out__btn');
+      await tryBtn.waitFor({ state: 'visible', timeout: 10000 });
+      await tryBtn.click();
+      const body = op.locator('textarea.body-param__text');
+      await body.waitFor({ state: 'visible', timeout: 10000 });
+      await body.fill(JSON.stringify({ resourceType: 'Patient', gender: 'female', birthDate: '1974-12-25' }));
+      const exec = op.locator('button.execute');
+      await exec.waitFor({ state: 'visible', timeout: 10000 });
+      await exec.click();
+      const status = op.locator('.live-responses-table .response .response-col_status').first();
+      await status.waitFor({ state: 'visible', timeout: 15000 });
+      const code = (await status.innerText()).trim().match(/\d{3}/)?.[0];
+      await page.waitForLoadState('networkidle', { timeout: 5000 }).catch(() => {});
+      const reqs = await Promise.all(sent);
+      const want = `Bearer ${TOKEN}`;
+      const withAuth = reqs.filter((r) => r.auth === want).length;
+      const problems = [];
+      if (code !== '201') problems.push(`Execute showed ${code ? 'response code ' + code : 'no response code'} (want 201)`);
+      if (reqs.length !== 1) problems.push(`page sent ${reqs.length} POST ${ORIGIN}/Patient request(s) (want 1)`);
+      if (withAuth !== reqs.length || reqs.length === 0) {
+        const seen = reqs.map((r) => (r.auth === undefined ? 'no Authorization header'
+          : r.auth === want ? 'Bearer <TOKEN>' : /^Bearer /i.test(r.auth) ? 'Bearer <another token>' : 'Authorization of another kind'));
+        problems.push(`Authorization on the sent request(s): ${seen.join(', ') || 'none sent'} (want Bearer <TOKEN>)`);
+      }
+      if (problems.length) fail('authorize', `${label}: ${problems.join('; ')}`);
+      else pass('authorize', `bearerAuth set via Authorize dialog (schemes in dialog: ${schemes.join(', ')}); ${label}: Execute showed 201, request carried Authorization: Bearer <TOKEN>`);
+    } catch (e) {
+      fail('authorize', `${label}: ${short(e.message.split('\n')[0])}`);
+    }
+    page.off('request', onReq);
+    await page.waitForLoadState('networkidle', { timeout: 5000 }).catch(() => {});
+    await Promise.all(pendingSizes);
+  }
+
   // (d) CSP violations seen by the page itself.
   const inPage = await page.evaluate(() => window.__cspViolations || []).catch(() => []);
   for (const v of inPage) cspViolations.push('event: ' + v);
+  // Requests to other origins that the page attempted but CSP blocked before they were sent
+  // (Playwright never sees those as requests): they count for the origin check too.
+  const blockedURIs = await page.evaluate(() => window.__cspBlockedURIs || []).catch(() => []);
+  const foreignBlocked = [...new Set(blockedURIs.filter((u) => isNetworkUrl(u) && new URL(u).origin !== ORIGIN))];
 
   // (b) console errors and page errors. During Try it out, Chromium logs an API's 4xx/5xx answer
   // as a console error ("Failed to load resource: ... status of 4xx"); that is the API's answer,
-  // not a docs page fault, so it is listed but not counted. Everything else counts.
-  const counted = consoleErrors.filter((c) => !(c.phase === 'tryitout' &&
+  // not a docs page fault (the authorize check judges its own answer), so it is listed but not
+  // counted. Everything else counts.
+  const counted = consoleErrors.filter((c) => !((c.phase === 'tryitout' || c.phase === 'authorize') &&
     /Failed to load resource: the server responded with a status of [45]\d\d/.test(c.text) &&
     (!c.url || c.url.startsWith(ORIGIN + '/'))));
   for (const c of consoleErrors) if (!counted.includes(c)) console.log(`info: API error answer during Try it out (not counted): ${short(c.text)}`);
@@ -212,8 +303,11 @@ try {
   } else pass('console', '0 console errors, 0 page errors');
 
   // (c) requests to other origins.
-  if (foreign.length) fail('origin', `${foreign.length} request(s) to other origins than ${ORIGIN}: ${short(foreign.join(', '), 600)}`);
-  else pass('origin', `${requests.length} requests, all to ${ORIGIN}`);
+  if (foreign.length || foreignBlocked.length) {
+    fail('origin', [foreign.length ? `${foreign.length} request(s) to other origins than ${ORIGIN}: ${short(foreign.join(', '), 600)}` : '',
+      foreignBlocked.length ? `${foreignBlocked.length} request(s) to other origins attempted by the page but blocked by CSP: ${short(foreignBlocked.join(', '), 600)}` : '']
+      .filter(Boolean).join('; '));
+  } else pass('origin', `${requests.length} requests, all to ${ORIGIN}`);
 
   if (cspViolations.length) fail('csp', `${cspViolations.length} CSP violation(s): ${short(cspViolations.join(' | '), 600)}`);
   else pass('csp', '0 CSP violations');
