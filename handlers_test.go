@@ -1893,3 +1893,35 @@ func FuzzEGFRFastPath(f *testing.F) {
 		}
 	})
 }
+
+func TestBufferedLog(t *testing.T) {
+	pr, pw := io.Pipe()
+	b := newBufferedLog(pw, 10*time.Millisecond)
+	lines := bufio.NewScanner(pr)
+	b.Write([]byte("first\n"))
+	if !lines.Scan() || lines.Text() != "first" { // arrives by the timer, without Close
+		t.Fatalf("first line: %q", lines.Text())
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				fmt.Fprintf(b, "g%d-%d\n", g, i)
+			}
+		})
+	}
+	got := make(chan int)
+	go func() {
+		n := 0
+		for lines.Scan() {
+			n++
+		}
+		got <- n
+	}()
+	wg.Wait()
+	b.Close()
+	pw.Close()
+	if n := <-got; n != 800 {
+		t.Errorf("%d lines after Close, want 800", n)
+	}
+}
