@@ -274,7 +274,19 @@ type verifier struct {
 	keys      map[string]*verifyKey // by kid
 	lastFetch time.Time             // start of the last fetch attempt, by v.now
 	inflight  *jwksFetch            // non-nil while a fetch runs; others wait on it
+
+	// verified holds tokens whose signature and claims passed, by SHA-256 of the token, so a client
+	// reusing its token (the normal case) costs a hash and a map lookup instead of an RSA or ECDSA
+	// verification. Expiry is re-checked on every hit (nbf and iat can only have passed since). The
+	// cache is emptied whenever the key set is replaced, so a key withdrawn from the JWKS stops
+	// vouching for its tokens at the next refresh, and when it reaches maxVerifiedTokens.
+	verifiedMu  sync.RWMutex
+	verified    map[[sha256.Size]byte]tokenClaims
+	keysVersion uint64 // bumped with each new key set; a verification that raced one is not cached
 }
+
+// maxVerifiedTokens bounds the verified-token cache (its entries are a few hundred bytes each).
+const maxVerifiedTokens = 4096
 
 // jwksFetch lets concurrent callers share one fetch (a tiny singleflight).
 type jwksFetch struct {
@@ -309,7 +321,8 @@ func newVerifier(cfg authConfig, client *http.Client, now func() time.Time, log 
 	return &verifier{
 		cfg: cfg, algs: algs, client: client, now: now, log: log,
 		retryMin: jwksRetryMin, retryMax: jwksRetryMax,
-		keys: map[string]*verifyKey{},
+		keys:     map[string]*verifyKey{},
+		verified: map[[sha256.Size]byte]tokenClaims{},
 	}
 }
 
@@ -388,6 +401,12 @@ func (v *verifier) refresh(ctx context.Context, limited bool) (skipped bool, err
 	f.err = err
 	v.inflight = nil
 	v.mu.Unlock()
+	if err == nil {
+		v.verifiedMu.Lock()
+		clear(v.verified)
+		v.keysVersion++
+		v.verifiedMu.Unlock()
+	}
 	close(f.done)
 	switch {
 	case err == nil:
@@ -620,6 +639,33 @@ func (v *verifier) verify(ctx context.Context, authorizationHeader string) (toke
 	if len(token) > maxTokenBytes {
 		return tokenClaims{}, invalidTokenError("The access token is too large.")
 	}
+	sum := sha256.Sum256([]byte(token))
+	v.verifiedMu.RLock()
+	claims, hit := v.verified[sum]
+	version := v.keysVersion
+	v.verifiedMu.RUnlock()
+	if hit {
+		if !v.now().Before(claims.ExpiresAt.Add(tokenLeeway)) {
+			return tokenClaims{}, &authError{Code: authCodeExpired, Description: "The access token has expired."}
+		}
+		return claims, nil
+	}
+	claims, aerr = v.verifyUncached(ctx, token)
+	if aerr == nil {
+		v.verifiedMu.Lock()
+		if len(v.verified) >= maxVerifiedTokens {
+			clear(v.verified)
+		}
+		if v.keysVersion == version {
+			v.verified[sum] = claims
+		}
+		v.verifiedMu.Unlock()
+	}
+	return claims, aerr
+}
+
+// verifyUncached checks a token's structure, signature and claims.
+func (v *verifier) verifyUncached(ctx context.Context, token string) (tokenClaims, *authError) {
 	hdrB64, payloadB64, sigB64, ok := splitJWS(token)
 	if !ok {
 		return tokenClaims{}, invalidTokenError("The access token is not a well-formed signed JWT.")

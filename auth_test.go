@@ -1099,3 +1099,34 @@ func TestDevIssuerRefusesNonLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifiedTokenCache: a token verified once is served from the cache, but its expiry is still
+// checked on every use, and the cache never outlives the key set that verified it.
+func TestVerifiedTokenCache(t *testing.T) {
+	f := newAuthFixture(t)
+	v := f.verifier(t, "RS256")
+	claims := claimsWith(f.claims, "exp", f.clock.now().Add(time.Minute).Unix())
+	tok := "Bearer " + f.token(t, "RS256", "rsa-1", claims)
+	if _, aerr := v.verify(t.Context(), tok); aerr != nil {
+		t.Fatalf("first use: %v", aerr)
+	}
+	if _, aerr := v.verify(t.Context(), tok); aerr != nil {
+		t.Fatalf("second use (cached): %v", aerr)
+	}
+	if n := len(v.verified); n != 1 {
+		t.Errorf("%d cached tokens, want 1", n)
+	}
+	f.clock.advance(time.Minute + tokenLeeway)
+	if _, aerr := v.verify(t.Context(), tok); aerr == nil || aerr.Code != authCodeExpired {
+		t.Errorf("cached token past exp+leeway: %v, want %s", aerr, authCodeExpired)
+	}
+	// A refresh that replaces the key set empties the cache.
+	fresh := "Bearer " + f.token(t, "RS256", "rsa-1", claimsWith(f.claims, "exp", f.clock.now().Add(time.Hour).Unix()))
+	v.verify(t.Context(), fresh)
+	if _, err := v.refresh(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(v.verified); n != 0 {
+		t.Errorf("%d cached tokens after a key refresh, want 0", n)
+	}
+}

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func BenchmarkEquations(b *testing.B) {
@@ -56,4 +60,97 @@ func BenchmarkHarness(b *testing.B) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 	}
+}
+
+// benchPatientServer is the full handler over a journal store in a temporary directory, holding n
+// patients, with a read-write token; it returns the handler, the token and some ids.
+func benchPatientServer(b *testing.B, n int, fsyncPerWrite bool) (http.Handler, string, []string) {
+	b.Helper()
+	store, err := openJournalStore(b.TempDir(), slog.New(slog.DiscardHandler), time.Now, fsyncPerWrite)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(b), func() bool { return true }, openapiJSON, testDocs(b), store, testVerifier(b))
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("p%d", i)
+		_, err := store.Create(context.Background(), id, func(v int, t time.Time) ([]byte, error) {
+			return fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"meta":{"versionId":"%d","lastUpdated":%q},"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"%010d"}],"name":[{"family":"Family%d","given":["Given%d"]}],"gender":"female","birthDate":"1970-01-01"}`,
+				id, v, t.Format("2006-01-02T15:04:05.000Z07:00"), i, i%1000, i), nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i%(n/10+1) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	return h, localTestIssuer(b).token(b, allScopes), ids
+}
+
+// BenchmarkPatientRead is GET /Patient/{id} through the whole stack, token check included.
+func BenchmarkPatientRead(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			h, tok, ids := benchPatientServer(b, n, false)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodGet, "/Patient/"+ids[i%len(ids)], nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != 200 {
+					b.Fatalf("status %d", rec.Code)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkPatientCreate is POST /Patient from 16 concurrent clients, each 201 on disk: group
+// commit (concurrent creates share an fsync) against one fsync per create, in the same run.
+func BenchmarkPatientCreate(b *testing.B) {
+	for _, mode := range []struct {
+		name          string
+		fsyncPerWrite bool
+	}{{"GroupCommit", false}, {"FsyncPerWrite", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			h, tok, _ := benchPatientServer(b, 0, mode.fsyncPerWrite)
+			b.SetParallelism(16 / runtime.GOMAXPROCS(0))
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req := httptest.NewRequest(http.MethodPost, "/Patient", strings.NewReader(benchPatientBody))
+					req.Header.Set("Content-Type", "application/fhir+json")
+					req.Header.Set("Authorization", "Bearer "+tok)
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, req)
+					if rec.Code != 201 {
+						b.Errorf("status %d", rec.Code)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
+		})
+	}
+}
+
+const benchPatientBody = `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9991234578"}],"name":[{"use":"official","family":"Smith","given":["Jo"]}],"telecom":[{"system":"phone","value":"01632 960587","use":"home"}],"gender":"female","birthDate":"1974-12-25","address":[{"use":"home","line":["1 Trevelyan Square"],"city":"Leeds","postalCode":"LS1 6AE"}]}`
+
+// BenchmarkPatientValidate parses and validates each official example (no HTTP, no store).
+func BenchmarkPatientValidate(b *testing.B) {
+	examples := patientExamples(b, "valid")
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, body := range examples {
+			if _, _, status := parsePatient(body, true); status != 0 {
+				b.Fatalf("status %d", status)
+			}
+		}
+	}
+	b.ReportMetric(float64(len(examples)), "examples/op")
 }

@@ -229,8 +229,12 @@ func isUndocumentedPath(p string) bool {
 	return p == "/openapi.json" || p == "/docs" || strings.HasPrefix(p, "/docs/")
 }
 
-// matchPath finds the spec path item whose template ({id} segments) matches p.
+// matchPath finds the spec path item whose template ({id} segments) matches p; a literal path such as
+// /Patient/_search wins over a template such as /Patient/{id}, as in the mux.
 func matchPath(spec map[string]any, p string) (map[string]any, bool) {
+	if item, ok := spec["paths"].(map[string]any)[p]; ok {
+		return item.(map[string]any), true
+	}
 	for tmpl, item := range spec["paths"].(map[string]any) {
 		ts, ps := strings.Split(tmpl, "/"), strings.Split(p, "/")
 		if len(ts) != len(ps) {

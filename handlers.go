@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"path"
 	"runtime/debug"
 	"slices"
@@ -42,7 +43,9 @@ func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs f
 	return []route{
 		{"POST", "/egfr", egfr},
 		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement()))},
+		{"GET", "/Patient", read(handlePatientSearch(store, cfg.baseURL))},
 		{"POST", "/Patient", write(handlePatientCreate(log, store))},
+		{"POST", "/Patient/_search", read(handlePatientSearch(store, cfg.baseURL))},
 		{"GET", "/Patient/{id}", read(handlePatientRead(store))},
 		{"PUT", "/Patient/{id}", write(handlePatientUpdate(log, store))},
 		{"DELETE", "/Patient/{id}", write(handlePatientDelete(log, store))},
@@ -68,10 +71,39 @@ func addRoutes(mux *http.ServeMux, rs []route) {
 		}
 	}
 	for p, methods := range allow {
+		if matchedByWildcard(p, rs) {
+			continue // the mux would refuse it as a conflict; see pathID
+		}
 		slices.Sort(methods)
 		mux.Handle(p, handleMethodNotAllowed(strings.Join(methods, ", ")))
 	}
 	mux.Handle("/", handleNotFound())
+}
+
+// matchedByWildcard reports whether a literal path such as /Patient/_search is also matched by a
+// wildcard route such as GET /Patient/{id}: a method-less 405 route for it would conflict with that
+// one (neither is more specific), so its 405 is answered by the wildcard route's handler instead.
+func matchedByWildcard(p string, rs []route) bool {
+	for _, rt := range rs {
+		if rt.pattern == p || !strings.Contains(rt.pattern, "{") {
+			continue
+		}
+		ps, ws := strings.Split(p, "/"), strings.Split(rt.pattern, "/")
+		if len(ps) != len(ws) {
+			continue
+		}
+		match := true
+		for i := range ws {
+			if !strings.HasPrefix(ws[i], "{") && ws[i] != ps[i] {
+				match = false
+				break
+			}
+		}
+		if match {
+			return true
+		}
+	}
+	return false
 }
 
 // newServer builds the service's handler: the routes behind the request middleware.
@@ -223,14 +255,12 @@ func etagMatches(header, etag string) bool {
 
 // handleDocs serves the embedded Swagger UI under /docs/ with a strict CSP. The page and our init
 // script must be revalidated on each load; the vendored, version-pinned assets may be cached for a day.
+// Each file is read and hashed on its first request, so the 1.9 MB bundle costs no memory until the
+// docs are opened.
 func handleDocs(docs fs.FS) http.Handler {
-	files := map[string]http.Handler{}
+	files := map[string]func() http.Handler{}
 	fs.WalkDir(docs, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(docs, p)
-		if err != nil {
 			return err
 		}
 		ct := mime.TypeByExtension(path.Ext(p))
@@ -241,7 +271,13 @@ func handleDocs(docs fs.FS) http.Handler {
 		if p == "index.html" || p == "init.js" {
 			cache = "no-cache"
 		}
-		files[p] = handleStatic(b, ct, cache)
+		files[p] = sync.OnceValue(func() http.Handler {
+			b, err := fs.ReadFile(docs, p)
+			if err != nil { // embedded files are always readable
+				panic(fmt.Sprintf("read embedded %s: %v", p, err))
+			}
+			return handleStatic(b, ct, cache)
+		})
 		return nil
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -255,7 +291,7 @@ func handleDocs(docs fs.FS) http.Handler {
 			return
 		}
 		w.Header().Set("Content-Security-Policy", docsCSP)
-		h.ServeHTTP(w, r)
+		h().ServeHTTP(w, r)
 	})
 }
 
@@ -683,6 +719,13 @@ func handlePatientRead(store patientStore) http.Handler {
 // pathID returns the {id} path value, answering 400 itself when it is not a valid FHIR id.
 func pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
+	if id == "_search" && r.URL.Path == "/Patient/_search" {
+		// The mux cannot have both GET /Patient/{id} and a catch-all /Patient/_search (neither is
+		// more specific), so the 405 for POST-only /Patient/_search is answered here.
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, r, http.StatusMethodNotAllowed, fmt.Sprintf("This path does not support %s; it supports POST.", r.Method))
+		return "", false
+	}
 	if !validFHIRID(id) {
 		writeOutcome(w, http.StatusBadRequest, []fhirIssue{{Severity: "error", Code: "value",
 			Diagnostics: "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", Expression: []string{"Patient.id"}}})
@@ -714,11 +757,14 @@ func writeVersion(w http.ResponseWriter, r *http.Request, status int, v patientV
 }
 
 // preferReturn is the return preference of the Prefer headers (RFC 7240), "" if none.
-func preferReturn(prefer []string) string {
+func preferReturn(prefer []string) string { return preference(prefer, "return") }
+
+// preference is the value of one preference in the Prefer headers (RFC 7240), "" if absent.
+func preference(prefer []string, name string) string {
 	for _, h := range prefer {
 		for pref := range strings.SplitSeq(h, ",") {
 			k, v, _ := strings.Cut(strings.TrimSpace(pref), "=")
-			if strings.EqualFold(strings.TrimSpace(k), "return") {
+			if strings.EqualFold(strings.TrimSpace(k), name) {
 				return strings.Trim(strings.TrimSpace(v), `"`)
 			}
 		}
@@ -748,6 +794,21 @@ func capabilityStatement() []byte {
 				"interaction": []any{
 					map[string]any{"code": "create"}, map[string]any{"code": "read"}, map[string]any{"code": "vread"},
 					map[string]any{"code": "update"}, map[string]any{"code": "delete"}, map[string]any{"code": "history-instance"},
+					map[string]any{"code": "search-type"},
+				},
+				"searchParam": []any{
+					map[string]any{"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+					map[string]any{"name": "identifier", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Patient-identifier",
+						"documentation": "system|value, value, |value or system|"},
+					map[string]any{"name": "family", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/individual-family",
+						"documentation": "Case- and accent-insensitive prefix; :exact and :contains supported"},
+					map[string]any{"name": "given", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/individual-given",
+						"documentation": "Case- and accent-insensitive prefix; :exact and :contains supported"},
+					map[string]any{"name": "name", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/Patient-name",
+						"documentation": "Family, given, prefix, suffix or text; case- and accent-insensitive prefix; :exact and :contains supported"},
+					map[string]any{"name": "birthdate", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/individual-birthdate",
+						"documentation": "Prefixes eq ne gt lt ge le sa eb ap; year, month or day precision"},
+					map[string]any{"name": "gender", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/individual-gender"},
 				},
 				"versioning":        "versioned",
 				"readHistory":       true,
@@ -892,6 +953,72 @@ func handlePatientVRead(store patientStore) http.Handler {
 		default:
 			writeVersion(w, r, http.StatusOK, v)
 		}
+	})
+}
+
+// handlePatientSearch serves GET /Patient and POST /Patient/_search (form-encoded parameters,
+// merged with any in the URL): a searchset Bundle of the current matches, paged by _count and
+// _offset, with absolute self, next and previous links.
+func handlePatientSearch(store patientStore, baseURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		params := r.URL.Query()
+		if r.Method == http.MethodPost {
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
+				writeError(w, r, http.StatusUnsupportedMediaType, "POST /Patient/_search takes its parameters as application/x-www-form-urlencoded.")
+				return
+			}
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFHIRBody))
+			var tooBig *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooBig):
+				writeError(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The request body is larger than %d bytes.", maxFHIRBody))
+				return
+			case err != nil:
+				writeError(w, r, http.StatusBadRequest, "The request body could not be read.")
+				return
+			}
+			form, err := url.ParseQuery(string(body))
+			if err != nil {
+				writeOutcome(w, http.StatusBadRequest, []fhirIssue{{Severity: "error", Code: "invalid", Diagnostics: "The form body is not valid application/x-www-form-urlencoded."}})
+				return
+			}
+			for k, vs := range form {
+				params[k] = append(params[k], vs...)
+			}
+		}
+		q, self, issues := parsePatientSearch(params, preference(r.Header.Values("Prefer"), "handling") == "strict")
+		if len(issues) > 0 {
+			writeOutcome(w, http.StatusBadRequest, issues)
+			return
+		}
+		total, page, err := store.Search(r.Context(), q)
+		if err != nil {
+			writeError(w, r, http.StatusInternalServerError, "The server could not run the search.")
+			return
+		}
+		base := requestBase(r, baseURL)
+		link := func(rel string, offset int) bundleLink {
+			v := url.Values{}
+			for k, vs := range self {
+				v[k] = vs
+			}
+			v.Del("_offset")
+			if offset > 0 {
+				v.Set("_offset", strconv.Itoa(offset))
+			}
+			return bundleLink{rel, base + "/Patient?" + v.Encode()}
+		}
+		b := bundle{ResourceType: "Bundle", Type: "searchset", Total: total, Link: []bundleLink{link("self", q.Offset)}}
+		if q.Count > 0 && q.Offset+q.Count < total {
+			b.Link = append(b.Link, link("next", q.Offset+q.Count))
+		}
+		if q.Offset > 0 {
+			b.Link = append(b.Link, link("previous", max(0, q.Offset-max(q.Count, 1))))
+		}
+		for _, v := range page {
+			b.Entry = append(b.Entry, bundleEntry{FullURL: base + "/Patient/" + v.ID, Resource: v.Body, Search: &bundleSearch{"match"}})
+		}
+		writeJSON(w, http.StatusOK, fhirContentType, b)
 	})
 }
 

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1262,7 +1263,7 @@ func TestPatientErrors(t *testing.T) {
 		{"patch not supported", "PATCH", "/Patient/abc", "", "", "", 405,
 			fhirIssue{"error", "not-supported", "This path does not support PATCH; it supports DELETE, GET, HEAD, PUT.", nil, nil}},
 		{"delete on type", "DELETE", "/Patient", "", "", "", 405,
-			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports POST.", nil, nil}},
+			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports GET, HEAD, POST.", nil, nil}},
 		{"metadata post", "POST", "/metadata", "", "", "", 405,
 			fhirIssue{"error", "not-supported", "This path does not support POST; it supports GET, HEAD.", nil, nil}},
 		{"bad request id on FHIR route", "GET", "/metadata", "", "", "", 400,
@@ -1363,7 +1364,7 @@ func TestMetadata(t *testing.T) {
 		interactions = append(interactions, i.Code)
 	}
 	// The interactions declared must be exactly the Patient routes served.
-	if diff := cmp.Diff([]string{"create", "read", "vread", "update", "delete", "history-instance"}, interactions); diff != "" {
+	if diff := cmp.Diff([]string{"create", "read", "vread", "update", "delete", "history-instance", "search-type"}, interactions); diff != "" {
 		t.Errorf("interactions (-want +got):\n%s", diff)
 	}
 	if cs.FHIRVersion != "4.0.1" || cs.Kind != "instance" || cs.Rest[0].Mode != "server" || cs.Rest[0].Resource[0].Type != "Patient" {
@@ -1923,5 +1924,135 @@ func TestBufferedLog(t *testing.T) {
 	pw.Close()
 	if n := <-got; n != 800 {
 		t.Errorf("%d lines after Close, want 800", n)
+	}
+}
+
+// ---- Search over HTTP (matching semantics are tested in search_test.go) ----
+
+func TestPatientSearchHTTP(t *testing.T) {
+	store := testStore(t)
+	cfg := testConfig(t)
+	cfg.baseURL = "https://fhir.example.nhs.uk/R4"
+	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t))
+	names := []string{"Núñez", "Nunes", "NUNN", "Smith", "Smyth", "Zoë"}
+	ids := map[string]string{}
+	for i, n := range names {
+		res := do(t, h, postPatient(fmt.Sprintf(`{"resourceType":"Patient","identifier":[{"system":"urn:test","value":"v%d"}],"name":[{"family":%q}],"gender":"female","birthDate":"197%d"}`, i, n, i)))
+		ids[n] = decodeAnyBody(t, res)["id"].(string)
+	}
+	search := func(t *testing.T, req *http.Request) (bundle, *http.Response) {
+		t.Helper()
+		res := do(t, h, req)
+		if res.StatusCode != 200 {
+			t.Fatalf("%s %s: %d %s", req.Method, req.URL, res.StatusCode, readAll(t, res.Body))
+		}
+		var b bundle
+		if err := json.NewDecoder(res.Body).Decode(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b, res
+	}
+	families := func(b bundle) []string {
+		var got []string
+		for _, e := range b.Entry {
+			var p struct{ Name []struct{ Family string } }
+			json.Unmarshal(e.Resource, &p)
+			got = append(got, p.Name[0].Family)
+			if !strings.HasPrefix(e.FullURL, "https://fhir.example.nhs.uk/R4/Patient/") || e.Search == nil || e.Search.Mode != "match" {
+				t.Errorf("entry %s %+v", e.FullURL, e.Search)
+			}
+		}
+		slices.Sort(got)
+		return got
+	}
+	for _, tt := range []struct {
+		query string
+		want  []string
+	}{
+		{"family=nun", []string{"NUNN", "Nunes", "Núñez"}},
+		{"family=nunez", []string{"Núñez"}},
+		{"family:exact=Núñez", []string{"Núñez"}},
+		{"family:exact=nunez", nil},
+		{"family:contains=yth", []string{"Smyth"}},
+		{"name=zoe", []string{"Zoë"}},
+		{"family=sm,zo", []string{"Smith", "Smyth", "Zoë"}},
+		{"family=sm&birthdate=1974", []string{"Smyth"}},
+		{"identifier=urn:test|v3", []string{"Smith"}},
+		{"identifier=v0", []string{"Núñez"}},
+		{"birthdate=ge1973&birthdate=lt1975", []string{"Smith", "Smyth"}},
+		{"gender=male", nil},
+		{"_id=" + ids["Zoë"], []string{"Zoë"}},
+		{"unknown=1&family=smi", []string{"Smith"}},
+	} {
+		b, _ := search(t, fhirReq("GET", "/Patient?"+tt.query, ""))
+		if diff := cmp.Diff(tt.want, families(b)); diff != "" || b.Type != "searchset" || b.Total != len(tt.want) {
+			t.Errorf("%s: %s total %d (-want +got):\n%s", tt.query, b.Type, b.Total, diff)
+		}
+	}
+
+	// Paging: follow next links through every page, then back with previous.
+	b, _ := search(t, fhirReq("GET", "/Patient?_count=2&unknown=x", ""))
+	if b.Link[0].URL != "https://fhir.example.nhs.uk/R4/Patient?_count=2" {
+		t.Errorf("self link %q: want unknown parameters left out", b.Link[0].URL)
+	}
+	var seen []string
+	for pages := 0; ; pages++ {
+		seen = append(seen, families(b)...)
+		next := ""
+		for _, l := range b.Link {
+			if l.Relation == "next" {
+				next = l.URL
+			}
+		}
+		if next == "" {
+			if pages != 2 || b.Total != 6 {
+				t.Errorf("%d pages, total %d; want 3 pages of 6", pages+1, b.Total)
+			}
+			break
+		}
+		b, _ = search(t, fhirReq("GET", strings.TrimPrefix(next, "https://fhir.example.nhs.uk/R4"), ""))
+		if !slices.ContainsFunc(b.Link, func(l bundleLink) bool { return l.Relation == "previous" }) {
+			t.Errorf("page %d has no previous link", pages+2)
+		}
+	}
+	slices.Sort(seen)
+	sortedNames := slices.Clone(names)
+	slices.Sort(sortedNames)
+	if diff := cmp.Diff(sortedNames, seen); diff != "" {
+		t.Errorf("paging did not visit every patient once (-want +got):\n%s", diff)
+	}
+
+	// POST /Patient/_search with a form body, merged with URL parameters.
+	req := fhirReq("POST", "/Patient/_search?gender=female", "")
+	req.Body = io.NopCloser(strings.NewReader("family=sm&family=smy"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if b, _ := search(t, req); !cmp.Equal(families(b), []string{"Smyth"}) {
+		t.Errorf("POST _search: %v", families(b))
+	}
+
+	// A deleted patient is no longer found.
+	do(t, h, fhirReq("DELETE", "/Patient/"+ids["Smyth"], ""))
+	if b, _ := search(t, fhirReq("GET", "/Patient?family=sm", "")); !cmp.Equal(families(b), []string{"Smith"}) {
+		t.Errorf("after delete: %v", families(b))
+	}
+
+	for _, tt := range []struct {
+		name   string
+		req    *http.Request
+		status int
+	}{
+		{"malformed date", fhirReq("GET", "/Patient?birthdate=1974-13", ""), 400},
+		{"negative count", fhirReq("GET", "/Patient?_count=-1", ""), 400},
+		{"count not a number", fhirReq("GET", "/Patient?_count=abc", ""), 400},
+		{"unknown modifier", fhirReq("GET", "/Patient?family:fuzzy=x", ""), 400},
+		{"strict unknown parameter", fhirReq("GET", "/Patient?colour=blue", "", "Prefer", "handling=strict"), 400},
+		{"POST without a form", fhirReq("POST", "/Patient/_search", `{"family":"x"}`), 415},
+		{"GET _search", fhirReq("GET", "/Patient/_search", ""), 405},
+		{"write-only token", fhirReq("GET", "/Patient", "", "Authorization", "Bearer "+localTestIssuer(t).token(t, "user/Patient.write")), 403},
+	} {
+		res := do(t, h, tt.req)
+		if res.StatusCode != tt.status {
+			t.Errorf("%s: %d, want %d: %s", tt.name, res.StatusCode, tt.status, readAll(t, res.Body))
+		}
 	}
 }

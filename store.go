@@ -103,6 +103,9 @@ type patientStore interface {
 	// order, until fn returns false; it returns ctx.Err() if ctx ends first. It sees a snapshot
 	// taken when it starts and holds no lock while calling fn.
 	Each(ctx context.Context, fn func(patientVersion) bool) error
+	// Search returns how many current Patients match q and the page [q.Offset, q.Offset+q.Count) of
+	// them, in a stable order (search.go defines the query and its semantics).
+	Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error)
 	// Ready reports whether writes can succeed (the store is open and has not failed).
 	Ready() bool
 	Close() error
@@ -198,13 +201,45 @@ type journalStore struct {
 	// Owned by the committer goroutine after open.
 	buf  []byte
 	size int64
+
+	index *patientIndex // set by openJournalStore; nil for a bare openJournal
 }
 
 // openJournalStore opens (creating if needed) the patient journal in dir and replays it. With
 // fsyncPerWrite every write gets its own fsync; otherwise concurrent writes share one. Only one
 // process may use dir at a time: nothing locks it, and two writers would interleave records.
+// Its search index is built from the replayed patients and kept current by every commit.
 func openJournalStore(dir string, log *slog.Logger, now func() time.Time, fsyncPerWrite bool) (*journalStore, error) {
-	return openJournal(dir, log, now, journalOptions{FsyncPerWrite: fsyncPerWrite})
+	ix := newPatientIndex()
+	s, err := openJournal(dir, log, now, journalOptions{FsyncPerWrite: fsyncPerWrite, OnCommit: ix.update})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	s.Each(context.Background(), func(v patientVersion) bool { ix.update(v); return true })
+	s.index = ix
+	if log != nil {
+		log.Info("patient search index built", "took", time.Since(start).String())
+	}
+	return s, nil
+}
+
+// Search runs q against the index and reads the page's current versions; a patient deleted between
+// the two is left out of the page.
+func (s *journalStore) Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error) {
+	if s.index == nil {
+		return 0, nil, errors.New("search: store opened without an index")
+	}
+	total, ids := s.index.search(q)
+	page = make([]patientVersion, 0, len(ids))
+	for _, id := range ids {
+		v, err := s.Read(ctx, id)
+		if err != nil || v.Deleted {
+			continue
+		}
+		page = append(page, v)
+	}
+	return total, page, nil
 }
 
 // openJournal is openJournalStore with every option; a corrupt journal gives a *corruptJournalError.
