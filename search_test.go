@@ -669,7 +669,7 @@ func TestPatientIndexFieldsMatchParser(t *testing.T) {
 		e := ix.entries["x"]
 		got := patientSearchFields{Gender: e.fields.Gender, BirthDate: e.fields.BirthDate}
 		for _, i := range e.fields.Identifier {
-			got.Identifiers = append(got.Identifiers, patientIdentifier{System: i.System, Value: i.Value})
+			got.Identifiers = append(got.Identifiers, patientIdentifier(i))
 		}
 		for _, n := range e.fields.Name {
 			drop := func(ss []string) []string { // searchFields skips null placeholders, which decode as ""
