@@ -2056,3 +2056,35 @@ func TestPatientSearchHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestRunRefusesCorruptJournal: a journal damaged in the middle stops the start with an error that
+// names the file and offset (main then exits non-zero), rather than serving partial data.
+func TestRunRefusesCorruptJournal(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openJournalStore(dir, slog.New(slog.DiscardHandler), time.Now, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		id := fmt.Sprintf("p%d", i)
+		if _, err := s.Create(t.Context(), id, func(v int, tm time.Time) ([]byte, error) {
+			return []byte(`{"resourceType":"Patient","id":"` + id + `"}`), nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	path := dir + "/" + journalFileName
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff // a byte inside the second record
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(t.Context(), []string{"clinicalapi"}, mapEnv{"PORT": "0", "DATA_DIR": dir}.get, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "offset") {
+		t.Errorf("run() = %v, want an error naming %s and the offset", err, path)
+	}
+}
