@@ -24,9 +24,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -43,6 +45,7 @@ type fhirIssue struct {
 type patientResource struct {
 	root   *fhirNode // the whole body; id and meta.versionId/lastUpdated are replaced on output
 	bodyID string    // the body's id on update, "" on create
+	size   int       // the body's length in bytes, to size the output of withMeta
 }
 
 // patientSearchFields is what the search index needs from a Patient.
@@ -437,15 +440,444 @@ func (n *fhirNode) str() string {
 	return n.text
 }
 
+// companionOf returns the value of the object member "_"+name (a primitive's id and extensions), or nil;
+// unlike member("_"+name) it builds no string.
+func (n *fhirNode) companionOf(name string) *fhirNode {
+	if n == nil || n.kind != fhirObject {
+		return nil
+	}
+	for i, k := range n.keys {
+		if len(k) == len(name)+1 && k[0] == '_' && k[1:] == name {
+			return n.items[i]
+		}
+	}
+	return nil
+}
+
 // has reports whether an element is present, as a value or as a `_name` companion (which FHIRPath
 // also counts as existing).
 func (n *fhirNode) has(name string) bool {
-	return n.member(name) != nil || n.member("_"+name) != nil
+	return n.member(name) != nil || n.companionOf(name) != nil
 }
 
-// fhirTreeParser reads a body into a fhirNode tree with encoding/json's tokenizer, adding the checks
-// the tokenizer does not make.
+// fhirPath is the FHIRPath of the element being looked at, as a stack of steps that grows and shrinks
+// as the parser or validator goes in and out of elements. It becomes a string only when an issue needs
+// it, so a valid body costs no path building at all.
+type fhirPath []fhirStep
+
+// fhirStep is one step of a fhirPath: a member (.name, or .name.ofType(type) for a choice element) or
+// an array item ([index]). The first step is the root, e.g. Patient.
+type fhirStep struct {
+	name   string // a member's element name
+	ofType string // a choice element's concrete type
+	index  int    // an item's position in its array
+	isItem bool   // whether this is an item rather than a member
+}
+
+// String renders the path, e.g. Patient.name[0].given[1] or Patient.deceased.ofType(boolean).
+func (p fhirPath) String() string {
+	var b []byte
+	for i, s := range p {
+		switch {
+		case s.isItem:
+			b = append(b, '[')
+			b = strconv.AppendInt(b, int64(s.index), 10)
+			b = append(b, ']')
+			continue
+		case i > 0:
+			b = append(b, '.')
+		}
+		b = append(b, s.name...)
+		if s.ofType != "" {
+			b = append(b, ".ofType("...)
+			b = append(b, s.ofType...)
+			b = append(b, ')')
+		}
+	}
+	return string(b)
+}
+
+// fhirTreeParser reads a body into a fhirNode tree. It is a small recursive-descent parser for JSON
+// (RFC 8259) that accepts exactly what encoding/json accepts and decodes strings the same way, but does
+// not allocate per token: string values without escapes and number literals are substrings of src (one
+// copy of the body), and nodes and child lists are carved from a few shared slabs. It adds the checks
+// encoding/json does not make (duplicate keys, nesting depth); a body it cannot read is handed to
+// fhirParseTreeStdlib, which words the diagnostics (see fhirParseTree).
 type fhirTreeParser struct {
+	src    string   // the whole body
+	pos    int      // the next byte to read
+	path   fhirPath // the path of the value being read, for reporting duplicate keys
+	issues []fhirIssue
+
+	items   []*fhirNode // children read so far of the containers being read, innermost last
+	keys    []string    // member names read so far of the objects being read, innermost last
+	escaped []byte      // scratch space for decoding a string with escapes
+
+	nodeSlab []fhirNode  // see fhirCarve
+	itemSlab []*fhirNode // see fhirCarve
+	keySlab  []string    // see fhirCarve
+}
+
+// fhirSmallObject is how many members an object may have before duplicate detection switches from a
+// linear scan (fastest for the small objects FHIR is made of) to a map, so that a hostile body with
+// thousands of members in one object cannot make parsing quadratic.
+const fhirSmallObject = 16
+
+// fhirParseTree parses body into a tree; any issue it returns means the body is not usable JSON.
+func fhirParseTree(body []byte) (*fhirNode, []fhirIssue) {
+	if root, issues, ok := fhirParseTreeFast(body); ok {
+		return root, issues
+	}
+	// The body is not valid UTF-8, not one well-formed JSON object, or nested too deep. That is rare, and
+	// the slower encoding/json version explains it in encoding/json's words (with the byte offset), so
+	// clients get exactly the diagnostics they always got. It also makes the fast parser safe: were it
+	// ever to reject a good body, that body would still be parsed, only more slowly.
+	return fhirParseTreeStdlib(body)
+}
+
+// fhirParseTreeFast parses body with fhirTreeParser; ok is false if it is not valid UTF-8, not a single
+// well-formed JSON object or nested more than fhirMaxDepth deep. With ok, the tree and the issues
+// (duplicate keys) are exactly those of fhirParseTreeStdlib, which FuzzParseTreeFast checks.
+func fhirParseTreeFast(body []byte) (root *fhirNode, issues []fhirIssue, ok bool) {
+	if !utf8.Valid(body) {
+		return nil, nil, false
+	}
+	// Size the slabs from an upper bound that is cheap to count: every member has a ':' and every array item
+	// follows a '[' or a ','. (Those bytes inside strings make it an overestimate, usually a small one.)
+	members := bytes.Count(body, []byte{':'})
+	values := 1 + members + bytes.Count(body, []byte{'['}) + bytes.Count(body, []byte{','})
+	tp := &fhirTreeParser{
+		src:      string(body),
+		nodeSlab: make([]fhirNode, values),
+		itemSlab: make([]*fhirNode, values-1),
+		keySlab:  make([]string, members),
+	}
+	tp.path = append(make(fhirPath, 0, 16), fhirStep{name: "Patient"})
+	tp.skipSpace()
+	if tp.peek() != '{' {
+		return nil, nil, false
+	}
+	root, ok = tp.value(1)
+	tp.skipSpace()
+	if !ok || tp.pos != len(tp.src) { // trailing data
+		return nil, nil, false
+	}
+	return root, tp.issues, true
+}
+
+// fhirCarve returns n zeroed elements from the front of *slab, allocating a new slab if it runs out
+// (which fhirParseTreeFast's sizing should prevent). Carving many small slices out of one allocation keeps
+// the allocation count per body low; a slab is never reallocated, so slices and pointers into it stay valid.
+func fhirCarve[T any](slab *[]T, n int) []T {
+	if n > len(*slab) {
+		*slab = make([]T, max(n, 64))
+	}
+	s := (*slab)[:n:n]
+	*slab = (*slab)[n:]
+	return s
+}
+
+// node returns a new node from the node slab.
+func (tp *fhirTreeParser) node(kind fhirKind, text string) *fhirNode {
+	n := &fhirCarve(&tp.nodeSlab, 1)[0]
+	n.kind, n.text = kind, text
+	return n
+}
+
+// peek returns the next byte, or 0 at the end of the body (0 is never valid there, so it fails any match).
+func (tp *fhirTreeParser) peek() byte {
+	if tp.pos < len(tp.src) {
+		return tp.src[tp.pos]
+	}
+	return 0
+}
+
+// skipSpace skips JSON whitespace: space, tab, LF and CR.
+func (tp *fhirTreeParser) skipSpace() {
+	for tp.pos < len(tp.src) {
+		switch tp.src[tp.pos] {
+		case ' ', '\t', '\n', '\r':
+			tp.pos++
+		default:
+			return
+		}
+	}
+}
+
+// value reads the JSON value at tp.pos (after any whitespace); depth is its nesting level if it is an
+// object or array (the root object is 1). It reports false for malformed JSON or nesting deeper than
+// fhirMaxDepth. Whatever follows the value is left to the caller to check.
+func (tp *fhirTreeParser) value(depth int) (*fhirNode, bool) {
+	tp.skipSpace()
+	rest := tp.src[tp.pos:]
+	switch c := tp.peek(); {
+	case c == '{' || c == '[':
+		if depth > fhirMaxDepth {
+			return nil, false
+		}
+		return tp.container(depth)
+	case c == '"':
+		s, ok := tp.string()
+		return tp.node(fhirString, s), ok
+	case c == '-' || c >= '0' && c <= '9':
+		s, ok := tp.number()
+		return tp.node(fhirNumber, s), ok
+	case strings.HasPrefix(rest, "true"):
+		tp.pos += len("true")
+		return tp.node(fhirBool, "true"), true
+	case strings.HasPrefix(rest, "false"):
+		tp.pos += len("false")
+		return tp.node(fhirBool, "false"), true
+	case strings.HasPrefix(rest, "null"):
+		tp.pos += len("null")
+		return tp.node(fhirNull, ""), true
+	}
+	return nil, false
+}
+
+// container reads the object or array at tp.pos. Object members are kept in document order; a member
+// whose name was already used in the object is reported, then dropped (it is parsed first, so issues in
+// it come first, as in fhirParseTreeStdlib).
+func (tp *fhirTreeParser) container(depth int) (*fhirNode, bool) {
+	isObject := tp.src[tp.pos] == '{'
+	closer := byte(']')
+	n := tp.node(fhirArray, "")
+	if isObject {
+		closer, n.kind = '}', fhirObject
+	}
+	tp.pos++
+	tp.skipSpace()
+	if tp.peek() == closer {
+		tp.pos++
+		return n, true // empty: keys and items stay nil
+	}
+	itemsFrom, keysFrom := len(tp.items), len(tp.keys) // this container's children are items[itemsFrom:]
+	var names map[string]bool                          // member names, once the object is no longer small
+	for i := 0; ; i++ {
+		step := fhirStep{index: i, isItem: true}
+		if isObject {
+			tp.skipSpace()
+			if tp.peek() != '"' {
+				return nil, false
+			}
+			key, ok := tp.string()
+			tp.skipSpace()
+			if !ok || tp.peek() != ':' {
+				return nil, false
+			}
+			tp.pos++
+			step = fhirStep{name: key}
+		}
+		tp.path = append(tp.path, step)
+		child, ok := tp.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		switch {
+		case !isObject:
+			tp.items = append(tp.items, child)
+		case tp.seen(step.name, keysFrom, &names):
+			// encoding/json would silently keep the last one; FHIR JSON has no duplicate names.
+			p := tp.path.String()
+			tp.issues = append(tp.issues, fhirError("structure", p,
+				fmt.Sprintf("%s: the property %q appears more than once in the same object.", p, step.name)))
+		default:
+			tp.keys = append(tp.keys, step.name)
+			tp.items = append(tp.items, child)
+			if names != nil {
+				names[step.name] = true
+			}
+		}
+		tp.path = tp.path[:len(tp.path)-1]
+		tp.skipSpace()
+		c := tp.peek()
+		tp.pos++
+		if c == closer {
+			break
+		}
+		if c != ',' {
+			return nil, false
+		}
+	}
+	// Move the children from the shared stacks into slices of their own.
+	n.items = fhirCarve(&tp.itemSlab, len(tp.items)-itemsFrom)
+	copy(n.items, tp.items[itemsFrom:])
+	tp.items = tp.items[:itemsFrom]
+	if isObject {
+		n.keys = fhirCarve(&tp.keySlab, len(tp.keys)-keysFrom)
+		copy(n.keys, tp.keys[keysFrom:])
+		tp.keys = tp.keys[:keysFrom]
+	}
+	return n, true
+}
+
+// seen reports whether key is already a member of the object being read, whose names are tp.keys[from:].
+// Small objects are scanned; a bigger one gets the map *names, made here the first time it is needed and
+// kept up to date by the caller.
+func (tp *fhirTreeParser) seen(key string, from int, names *map[string]bool) bool {
+	keys := tp.keys[from:]
+	if len(keys) <= fhirSmallObject {
+		return slices.Contains(keys, key)
+	}
+	if *names == nil {
+		*names = make(map[string]bool, 2*len(keys))
+		for _, k := range keys {
+			(*names)[k] = true
+		}
+	}
+	return (*names)[key]
+}
+
+// string reads the JSON string at tp.pos (which is '"') and returns its value. Without escapes, which is
+// nearly always, the value is a substring of the body.
+func (tp *fhirTreeParser) string() (string, bool) {
+	start := tp.pos + 1
+	for i := start; i < len(tp.src); i++ {
+		switch c := tp.src[i]; {
+		case c == '"':
+			tp.pos = i + 1
+			return tp.src[start:i], true
+		case c == '\\':
+			return tp.unescape(start)
+		case c < 0x20: // control characters must be escaped
+			return "", false
+		}
+	}
+	return "", false // unterminated
+}
+
+// unescape reads the rest of a string with escapes, whose content starts at src[start], and decodes it
+// as encoding/json does: a \uXXXX that is half of a UTF-16 surrogate pair is combined with a following
+// \uXXXX holding the other half, and becomes U+FFFD (the replacement character) when it has none.
+func (tp *fhirTreeParser) unescape(start int) (string, bool) {
+	s, b := tp.src, tp.escaped[:0]
+	for i := start; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '"':
+			tp.pos, tp.escaped = i+1, b
+			return string(b), true
+		case c < 0x20:
+			return "", false
+		case c != '\\':
+			b = append(b, c)
+			i++
+			continue
+		}
+		if i+1 == len(s) {
+			return "", false
+		}
+		switch e := s[i+1]; e {
+		case '"', '\\', '/':
+			b = append(b, e)
+		case 'b':
+			b = append(b, '\b')
+		case 'f':
+			b = append(b, '\f')
+		case 'n':
+			b = append(b, '\n')
+		case 'r':
+			b = append(b, '\r')
+		case 't':
+			b = append(b, '\t')
+		case 'u':
+			r := fhirHex4(s[i+2:])
+			if r < 0 {
+				return "", false
+			}
+			if utf16.IsSurrogate(r) {
+				var low rune = -1
+				if strings.HasPrefix(s[i+6:], `\u`) {
+					low = fhirHex4(s[i+8:])
+				}
+				r = utf16.DecodeRune(r, low) // U+FFFD unless r and low make a pair
+				if r != utf8.RuneError {
+					i += 6 // the low half is used up too
+				}
+			}
+			b = utf8.AppendRune(b, r)
+			i += 6
+			continue
+		default:
+			return "", false
+		}
+		i += 2
+	}
+	return "", false // unterminated
+}
+
+// fhirHex4 decodes the four hex digits at the start of s, or returns -1.
+func fhirHex4(s string) rune {
+	if len(s) < 4 {
+		return -1
+	}
+	var r rune
+	for _, c := range []byte(s[:4]) {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
+
+// number reads the JSON number at tp.pos and returns its literal:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (tp *fhirTreeParser) number() (string, bool) {
+	s, start := tp.src, tp.pos
+	i := start
+	if s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && s[i] >= '1' && s[i] <= '9':
+		i = fhirSkipDigits(s, i)
+	default:
+		return "", false
+	}
+	if i < len(s) && s[i] == '.' {
+		j := fhirSkipDigits(s, i+1)
+		if j == i+1 {
+			return "", false
+		}
+		i = j
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		j := fhirSkipDigits(s, i)
+		if j == i {
+			return "", false
+		}
+		i = j
+	}
+	tp.pos = i
+	return s[start:i], true
+}
+
+// fhirSkipDigits returns the index of the first non-digit in s at or after i.
+func fhirSkipDigits(s string, i int) int {
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+// fhirStdlibParser reads a body into a fhirNode tree with encoding/json's tokenizer, adding the checks
+// the tokenizer does not make. It is the simple, slow version of fhirTreeParser: the service uses it to
+// explain bodies that are not well-formed JSON, and the tests use it as the reference for the fast one.
+type fhirStdlibParser struct {
 	dec    *json.Decoder
 	issues []fhirIssue
 }
@@ -453,12 +885,12 @@ type fhirTreeParser struct {
 // errFHIRDepth stops parsing a body nested deeper than fhirMaxDepth.
 var errFHIRDepth = errors.New("nesting too deep")
 
-// fhirParseTree parses body into a tree; any issue it returns means the body is not usable JSON.
-func fhirParseTree(body []byte) (*fhirNode, []fhirIssue) {
+// fhirParseTreeStdlib is fhirParseTree with encoding/json's tokenizer.
+func fhirParseTreeStdlib(body []byte) (*fhirNode, []fhirIssue) {
 	if !utf8.Valid(body) {
 		return nil, []fhirIssue{fhirError("structure", "", "The body is not valid UTF-8.")}
 	}
-	tp := &fhirTreeParser{dec: json.NewDecoder(bytes.NewReader(body))}
+	tp := &fhirStdlibParser{dec: json.NewDecoder(bytes.NewReader(body))}
 	tp.dec.UseNumber()
 	tok, err := tp.dec.Token()
 	if err != nil {
@@ -482,7 +914,7 @@ func fhirParseTree(body []byte) (*fhirNode, []fhirIssue) {
 }
 
 // value builds the node for tok, reading the rest of an object or array; path names it for issues.
-func (tp *fhirTreeParser) value(tok json.Token, path string, depth int) (*fhirNode, error) {
+func (tp *fhirStdlibParser) value(tok json.Token, path string, depth int) (*fhirNode, error) {
 	switch t := tok.(type) {
 	case nil:
 		return &fhirNode{kind: fhirNull}, nil
@@ -581,8 +1013,8 @@ func parsePatient(body []byte, forCreate bool) (p *patientResource, issues []fhi
 	case rt.str() != "Patient":
 		return nil, []fhirIssue{fhirError("value", "", "The resourceType must be \"Patient\".")}, 400
 	}
-	v := &fhirValidator{forCreate: forCreate}
-	v.object(root, "Patient", "Patient")
+	v := &fhirValidator{forCreate: forCreate, path: append(make(fhirPath, 0, 16), fhirStep{name: "Patient"})}
+	v.object(root, "Patient")
 	status = 0
 	for _, is := range v.issues {
 		if is.Code != "business-rule" {
@@ -594,7 +1026,7 @@ func parsePatient(body []byte, forCreate bool) (p *patientResource, issues []fhi
 	if status != 0 {
 		return nil, v.issues, status
 	}
-	p = &patientResource{root: root}
+	p = &patientResource{root: root, size: len(body)}
 	if !forCreate {
 		p.bodyID = root.member("id").str()
 	}
@@ -604,12 +1036,31 @@ func parsePatient(body []byte, forCreate bool) (p *patientResource, issues []fhi
 // fhirValidator walks a tree against fhirTypes and collects issues.
 type fhirValidator struct {
 	forCreate bool
+	path      fhirPath // the element being validated
 	issues    []fhirIssue
 }
 
-// add records an issue at path.
-func (v *fhirValidator) add(code, path, format string, args ...any) {
-	v.issues = append(v.issues, fhirError(code, path, path+": "+fmt.Sprintf(format, args...)))
+// add records an issue at the current path.
+func (v *fhirValidator) add(code, format string, args ...any) {
+	p := v.path.String()
+	v.issues = append(v.issues, fhirError(code, p, p+": "+fmt.Sprintf(format, args...)))
+}
+
+// addAt records an issue at the member name of the current element.
+func (v *fhirValidator) addAt(code, name, format string, args ...any) {
+	v.enter(fhirStep{name: name})
+	v.add(code, format, args...)
+	v.leave()
+}
+
+// enter makes step the last step of the current path; leave removes it.
+func (v *fhirValidator) enter(step fhirStep) {
+	v.path = append(v.path, step)
+}
+
+// leave undoes the last enter.
+func (v *fhirValidator) leave() {
+	v.path = v.path[:len(v.path)-1]
 }
 
 // fhirLookup finds the definition for the JSON name key (without any "_"), resolving choice suffixes:
@@ -632,12 +1083,22 @@ func fhirLookup(defs []fhirElem, key string) (int, string, bool) {
 			types = fhirOpenTypes
 		}
 		for t := range strings.SplitSeq(types, "|") {
-			if strings.ToUpper(t[:1])+t[1:] == suffix {
+			// The suffix is the type name with its first letter upper-cased (valueString, valueCodeableConcept);
+			// all type names are ASCII.
+			if len(t) == len(suffix) && t[1:] == suffix[1:] && fhirUpper(t[0]) == suffix[0] {
 				return i, t, true
 			}
 		}
 	}
 	return -1, "", false
+}
+
+// fhirUpper upper-cases an ASCII letter.
+func fhirUpper(c byte) byte {
+	if c >= 'a' && c <= 'z' {
+		return c - 'a' + 'A'
+	}
+	return c
 }
 
 // fhirImplicit are the elements every datatype and backbone element inherits from Element.
@@ -652,17 +1113,27 @@ func fhirIsPrimitive(typ string) bool {
 }
 
 // object validates n as the complex type typ.
-func (v *fhirValidator) object(n *fhirNode, typ, path string) {
+func (v *fhirValidator) object(n *fhirNode, typ string) {
 	if n.kind != fhirObject {
-		v.add("structure", path, "must be a JSON object, not %s.", fhirKindName(n.kind))
+		v.add("structure", "must be a JSON object, not %s.", fhirKindName(n.kind))
 		return
 	}
 	if len(n.keys) == 0 {
-		v.add("structure", path, "must not be an empty object; leave the element out instead.")
+		v.add("structure", "must not be an empty object; leave the element out instead.")
 		return
 	}
 	defs := fhirTypes[typ]
-	seen := make([]string, len(defs)+len(fhirImplicit)) // key that supplied each element, for choice conflicts
+	// seen holds the key that supplied each element, for choice conflicts. Every type in fhirTypes fits in
+	// seenArray, which lives on the stack.
+	var seenArray [32]string
+	var seen []string
+	if k := len(defs) + len(fhirImplicit); k <= len(seenArray) {
+		seen = seenArray[:k]
+	} else {
+		seen = make([]string, k)
+	}
+	// Patient.meta itself, as opposed to a Meta held by an extension, is the only Meta one level down.
+	isResourceMeta := typ == "Meta" && len(v.path) == 2
 	for i, key := range n.keys {
 		val := n.items[i]
 		switch {
@@ -670,11 +1141,11 @@ func (v *fhirValidator) object(n *fhirNode, typ, path string) {
 			continue
 		case typ == "Patient" && key == "id" && v.forCreate:
 			continue // create assigns the id; whatever was sent is ignored
-		case path == "Patient.meta" && (key == "versionId" || key == "lastUpdated" || key == "_versionId" || key == "_lastUpdated"):
+		case isResourceMeta && (key == "versionId" || key == "lastUpdated" || key == "_versionId" || key == "_lastUpdated"):
 			continue // the server owns these and replaces them
 		case key == "modifierExtension" || key == "_modifierExtension":
 			// We understand no modifier extension, and FHIR forbids ignoring one: it may change the meaning.
-			v.add("extension", path+".modifierExtension",
+			v.addAt("extension", "modifierExtension",
 				"this server does not support any modifier extension, and an unknown modifier extension must be refused.")
 			continue
 		}
@@ -686,31 +1157,33 @@ func (v *fhirValidator) object(n *fhirNode, typ, path string) {
 			}
 		}
 		if !ok || (companion && (!fhirIsPrimitive(t) || t == "xhtml")) {
-			v.add("structure", path+"."+key, "%q is not a known element here.", key)
+			v.addAt("structure", key, "%q is not a known element here.", key)
 			continue
 		}
 		el := fhirElemAt(defs, idx)
-		elPath := path + "." + name
+		step := fhirStep{name: name}
 		if base, isChoice := strings.CutSuffix(el.name, "[x]"); isChoice {
 			if seen[idx] != "" && seen[idx] != name {
-				v.add("structure", path+"."+base, "only one of %s and %s may be given (%s[x] takes one value).", seen[idx], name, base)
+				v.addAt("structure", base, "only one of %s and %s may be given (%s[x] takes one value).", seen[idx], name, base)
 				continue
 			}
-			elPath = path + "." + base + ".ofType(" + t + ")"
+			step = fhirStep{name: base, ofType: t}
 		}
 		seen[idx] = name
+		v.enter(step)
 		if companion {
-			v.companion(val, el, elPath, n.member(name))
+			v.companion(val, el, n.member(name))
 		} else {
-			v.element(val, el, t, elPath, n.member("_"+name))
+			v.element(val, el, t, n.companionOf(name))
 		}
+		v.leave()
 	}
 	for i, el := range defs {
 		if el.card[0] == '1' && seen[i] == "" {
-			v.add("required", path+"."+strings.TrimSuffix(el.name, "[x]"), "is required (cardinality %s).", el.card)
+			v.addAt("required", strings.TrimSuffix(el.name, "[x]"), "is required (cardinality %s).", el.card)
 		}
 	}
-	v.invariants(n, typ, path)
+	v.invariants(n, typ)
 }
 
 // fhirElemAt returns the definition at a combined index over defs and fhirImplicit.
@@ -728,83 +1201,81 @@ func fhirKindName(k fhirKind) string {
 
 // element validates the value of one element against its cardinality, then each value against its type.
 // comp is the element's `_name` companion, which makes null placeholders in primitive arrays legal.
-func (v *fhirValidator) element(n *fhirNode, el fhirElem, typ, path string, comp *fhirNode) {
+func (v *fhirValidator) element(n *fhirNode, el fhirElem, typ string, comp *fhirNode) {
 	if !strings.HasSuffix(el.card, "*") {
 		switch n.kind {
 		case fhirArray:
-			v.add("structure", path, "must be a single value, not an array (cardinality %s).", el.card)
+			v.add("structure", "must be a single value, not an array (cardinality %s).", el.card)
 		case fhirNull:
-			v.add("structure", path, "must not be null; leave the element out instead.")
+			v.add("structure", "must not be null; leave the element out instead.")
 		default:
-			v.value(n, el, typ, path)
+			v.value(n, el, typ)
 		}
 		return
 	}
 	switch {
 	case n.kind != fhirArray:
-		v.add("structure", path, "must be an array (cardinality %s), even with one value.", el.card)
+		v.add("structure", "must be an array (cardinality %s), even with one value.", el.card)
 		return
 	case len(n.items) == 0:
-		v.add("structure", path, "must not be an empty array; leave the element out instead.")
+		v.add("structure", "must not be an empty array; leave the element out instead.")
 		return
 	}
 	for i, item := range n.items {
-		p := fmt.Sprintf("%s[%d]", path, i)
+		v.enter(fhirStep{index: i, isItem: true})
 		if item.kind != fhirNull {
-			v.value(item, el, typ, p)
-			continue
+			v.value(item, el, typ)
+		} else if !fhirIsPrimitive(typ) || comp == nil || comp.kind != fhirArray || i >= len(comp.items) || comp.items[i].kind == fhirNull {
+			v.add("structure", "must not be null; null is only allowed in a primitive array as a placeholder for a value whose `_` companion entry is present.")
 		}
-		if !fhirIsPrimitive(typ) || comp == nil || comp.kind != fhirArray || i >= len(comp.items) || comp.items[i].kind == fhirNull {
-			v.add("structure", p, "must not be null; null is only allowed in a primitive array as a placeholder for a value whose `_` companion entry is present.")
-		}
+		v.leave()
 	}
 }
 
 // companion validates a primitive's `_name` companion (its id and extensions); main is the value itself.
-func (v *fhirValidator) companion(n *fhirNode, el fhirElem, path string, main *fhirNode) {
+func (v *fhirValidator) companion(n *fhirNode, el fhirElem, main *fhirNode) {
 	if !strings.HasSuffix(el.card, "*") {
 		if n.kind == fhirArray || n.kind == fhirNull {
-			v.add("structure", path, "the `_` companion must be a single object holding id and extension.")
+			v.add("structure", "the `_` companion must be a single object holding id and extension.")
 			return
 		}
-		v.object(n, "Element", path)
+		v.object(n, "Element")
 		return
 	}
 	if n.kind != fhirArray || len(n.items) == 0 {
-		v.add("structure", path, "the `_` companion of a repeating element must be a non-empty array.")
+		v.add("structure", "the `_` companion of a repeating element must be a non-empty array.")
 		return
 	}
 	if main != nil && main.kind == fhirArray && len(main.items) != len(n.items) {
-		v.add("structure", path, "the value array and its `_` companion array must have the same length.")
+		v.add("structure", "the value array and its `_` companion array must have the same length.")
 		return
 	}
 	for i, item := range n.items {
-		p := fmt.Sprintf("%s[%d]", path, i)
+		v.enter(fhirStep{index: i, isItem: true})
 		if item.kind != fhirNull {
-			v.object(item, "Element", p)
-			continue
-		}
-		if main == nil || main.kind != fhirArray {
-			v.add("structure", p, "a null `_` companion entry needs a value at the same position.")
+			v.object(item, "Element")
+		} else if main == nil || main.kind != fhirArray {
+			v.add("structure", "a null `_` companion entry needs a value at the same position.")
 		}
 		// A null in both arrays is reported once, by element.
+		v.leave()
 	}
 }
 
 // value validates one non-null value of type typ.
-func (v *fhirValidator) value(n *fhirNode, el fhirElem, typ, path string) {
+func (v *fhirValidator) value(n *fhirNode, el fhirElem, typ string) {
 	switch {
 	case typ == "Resource":
-		v.contained(n, path)
+		v.contained(n)
 	case !fhirIsPrimitive(typ):
-		v.object(n, typ, path)
+		v.object(n, typ)
 	default:
 		if code, msg := fhirCheckPrimitive(n, typ); msg != "" {
-			v.add(code, path, "%s", msg)
+			v.add(code, "%s", msg)
 			return
 		}
 		if el.binding != "" && !fhirHasCode(el.binding, n.text) {
-			v.add("code-invalid", path, "the code is not in the required value set (%s).", strings.ReplaceAll(el.binding, "|", ", "))
+			v.add("code-invalid", "the code is not in the required value set (%s).", strings.ReplaceAll(el.binding, "|", ", "))
 		}
 	}
 }
@@ -820,20 +1291,20 @@ func fhirHasCode(codes, code string) bool {
 }
 
 // contained checks a contained resource only as far as we can without its definition (see the file comment).
-func (v *fhirValidator) contained(n *fhirNode, path string) {
+func (v *fhirValidator) contained(n *fhirNode) {
 	if n.kind != fhirObject || len(n.keys) == 0 {
-		v.add("structure", path, "a contained resource must be a non-empty JSON object.")
+		v.add("structure", "a contained resource must be a non-empty JSON object.")
 		return
 	}
 	rt := n.member("resourceType").str()
 	if !fhirIsResourceName(rt) {
-		v.add("required", path+".resourceType", "a contained resource needs a resourceType naming a resource type.")
+		v.addAt("required", "resourceType", "a contained resource needs a resourceType naming a resource type.")
 	}
 	if id := n.member("id"); id == nil || !validFHIRID(id.str()) {
-		v.add("required", path+".id", "a contained resource needs a valid id (1-64 letters, digits, '-' or '.') so it can be referenced.")
+		v.addAt("required", "id", "a contained resource needs a valid id (1-64 letters, digits, '-' or '.') so it can be referenced.")
 	}
 	if n.member("contained") != nil {
-		v.add("invariant", path+".contained", "a contained resource must not contain other resources (dom-2).")
+		v.addAt("invariant", "contained", "a contained resource must not contain other resources (dom-2).")
 	}
 }
 
@@ -852,24 +1323,24 @@ func fhirIsResourceName(s string) bool {
 
 // invariants checks the constraints of typ that span several elements (fhir.md section 3), plus the NHS
 // number business rule (section 8).
-func (v *fhirValidator) invariants(n *fhirNode, typ, path string) {
+func (v *fhirValidator) invariants(n *fhirNode, typ string) {
 	switch typ {
 	case "Patient.contact":
 		if !n.has("name") && !n.has("telecom") && !n.has("address") && !n.has("organization") {
-			v.add("invariant", path, "a contact must have a name, telecom, address or organization (pat-1).")
+			v.add("invariant", "a contact must have a name, telecom, address or organization (pat-1).")
 		}
 	case "Period":
 		start, end := n.member("start").str(), n.member("end").str()
 		if start != "" && end != "" && fhirDateTimeAfter(start, end) {
-			v.add("invariant", path, "start must not be after end (per-1).")
+			v.add("invariant", "start must not be after end (per-1).")
 		}
 	case "Attachment":
 		if n.has("data") && !n.has("contentType") {
-			v.add("invariant", path, "contentType is required when data is present (att-1).")
+			v.add("invariant", "contentType is required when data is present (att-1).")
 		}
 	case "ContactPoint":
 		if n.has("value") && !n.has("system") {
-			v.add("invariant", path, "system is required when value is present (cpt-2).")
+			v.add("invariant", "system is required when value is present (cpt-2).")
 		}
 	case "Extension":
 		hasValue := false
@@ -877,7 +1348,7 @@ func (v *fhirValidator) invariants(n *fhirNode, typ, path string) {
 			hasValue = hasValue || strings.HasPrefix(k, "value") || strings.HasPrefix(k, "_value")
 		}
 		if hasValue == (n.member("extension") != nil) {
-			v.add("invariant", path, "an extension must have either a value[x] or nested extensions, not both and not neither (ext-1).")
+			v.add("invariant", "an extension must have either a value[x] or nested extensions, not both and not neither (ext-1).")
 		}
 	case "Identifier":
 		if n.member("system").str() != fhirNHSNumberSystem {
@@ -886,10 +1357,10 @@ func (v *fhirValidator) invariants(n *fhirNode, typ, path string) {
 		val := n.member("value")
 		switch {
 		case val == nil:
-			v.add("business-rule", path, "an NHS number identifier must have a value.")
+			v.add("business-rule", "an NHS number identifier must have a value.")
 		case val.kind == fhirString && !fhirValidNHSNumber(val.text):
 			if _, msg := fhirCheckPrimitive(val, "string"); msg == "" { // a malformed string is already reported
-				v.add("business-rule", path+".value", "an NHS number must be exactly 10 digits with a valid Modulus 11 check digit.")
+				v.addAt("business-rule", "value", "an NHS number must be exactly 10 digits with a valid Modulus 11 check digit.")
 			}
 		}
 	}
@@ -1236,7 +1707,9 @@ func (p *patientResource) id() string {
 // meta.versionId/meta.lastUpdated set (lastUpdated as a FHIR instant in UTC with milliseconds); the rest of
 // meta is kept as the client sent it.
 func (p *patientResource) withMeta(id string, versionID string, lastUpdated time.Time) []byte {
-	b := []byte(`{"resourceType":"Patient","id":`)
+	// The output is about the size of the body: a compact body plus our id and meta fits the first guess.
+	b := make([]byte, 0, p.size+len(id)+len(versionID)+128)
+	b = append(b, `{"resourceType":"Patient","id":`...)
 	b = fhirAppendString(b, id)
 	b = append(b, `,"meta":{`...)
 	meta := p.root.member("meta")
@@ -1253,7 +1726,9 @@ func (p *patientResource) withMeta(id string, versionID string, lastUpdated time
 	b = append(b, `"versionId":`...)
 	b = fhirAppendString(b, versionID)
 	b = append(b, `,"lastUpdated":`...)
-	b = fhirAppendString(b, lastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+	b = append(b, '"')
+	b = lastUpdated.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00") // digits and punctuation only
+	b = append(b, '"')
 	b = append(b, '}')
 	for i, k := range p.root.keys {
 		if k != "resourceType" && k != "id" && k != "meta" {
@@ -1295,25 +1770,45 @@ func fhirAppendNode(b []byte, n *fhirNode) []byte {
 }
 
 // fhirAppendString appends s as a JSON string; unlike encoding/json it leaves <, > and & alone so the
-// narrative stays readable.
+// narrative stays readable. Invalid UTF-8 (which a parsed body never has) becomes U+FFFD.
 func fhirAppendString(b []byte, s string) []byte {
 	b = append(b, '"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b = append(b, '\\', byte(r))
-		case r == '\n':
-			b = append(b, `\n`...)
-		case r == '\r':
-			b = append(b, `\r`...)
-		case r == '\t':
-			b = append(b, `\t`...)
-		case r < 0x20:
-			b = fmt.Appendf(b, `\u%04x`, r)
-		default:
-			b = utf8.AppendRune(b, r)
+	plain := 0 // s[plain:i] needs no escaping and is copied in one go
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
 		}
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r != utf8.RuneError || size > 1 {
+				i += size // valid UTF-8 is copied as it is
+				continue
+			}
+		}
+		b = append(b, s[plain:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, `\n`...)
+		case '\r':
+			b = append(b, `\r`...)
+		case '\t':
+			b = append(b, `\t`...)
+		default:
+			if c < 0x20 {
+				b = append(b, `\u00`...)
+				b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
+			} else {
+				b = utf8.AppendRune(b, utf8.RuneError) // a byte that is not UTF-8
+			}
+		}
+		i++
+		plain = i
 	}
+	b = append(b, s[plain:]...)
 	return append(b, '"')
 }
 
