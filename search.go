@@ -446,12 +446,12 @@ type patientIndex struct {
 	// entries has every id ever recorded, deleted ones included, so that a version older than the
 	// recorded one (Each's snapshot racing OnCommit at start-up) is recognised and ignored.
 	entries    map[string]*ixEntry
-	bySysValue map[tokenValue]map[*ixEntry]struct{} // identifier system+value (AnySystem false)
-	byValue    map[string]map[*ixEntry]struct{}     // identifier value, whatever the system
+	bySysValue map[tokenValue][]*ixEntry // identifier system+value (AnySystem false)
+	byValue    map[string][]*ixEntry     // identifier value, whatever the system
 	// byNameKey holds each patient under the first nameKeyLen bytes of every folded family, given,
 	// prefix, suffix and text: a string search whose folded value is at least that long only needs to
 	// check that one bucket.
-	byNameKey map[string]map[*ixEntry]struct{}
+	byNameKey map[string][]*ixEntry
 	// order lists entries sorted by id for scans; it may still hold entries deleted since it was built
 	// (scans skip them). pending holds entries added since, unsorted, until flush merges them in: a
 	// replay of 100k patients appends 100k pointers and the first scanning search sorts them once.
@@ -506,9 +506,9 @@ type ixName struct {
 func newPatientIndex() *patientIndex {
 	return &patientIndex{
 		entries:    map[string]*ixEntry{},
-		bySysValue: map[tokenValue]map[*ixEntry]struct{}{},
-		byValue:    map[string]map[*ixEntry]struct{}{},
-		byNameKey:  map[string]map[*ixEntry]struct{}{},
+		bySysValue: map[tokenValue][]*ixEntry{},
+		byValue:    map[string][]*ixEntry{},
+		byNameKey:  map[string][]*ixEntry{},
 	}
 }
 
@@ -524,13 +524,22 @@ func indexFields(body []byte) ixFields {
 	if len(issues) > 0 {
 		return ixFields{} // cannot happen for stored bodies; such a patient is findable by _id only
 	}
+	// The parser's strings point into its copy of the body; the index keeps copies of just the fields
+	// it needs, so that copy can be freed.
 	sf := (&patientResource{root: tree}).searchFields()
-	f := ixFields{Gender: sf.Gender, BirthDate: sf.BirthDate}
+	f := ixFields{Gender: strings.Clone(sf.Gender), BirthDate: strings.Clone(sf.BirthDate)}
 	for _, id := range sf.Identifiers {
-		f.Identifier = append(f.Identifier, ixIdentifier(id))
+		f.Identifier = append(f.Identifier, ixIdentifier{System: strings.Clone(id.System), Value: strings.Clone(id.Value)})
+	}
+	clones := func(ss []string) []string {
+		for i := range ss {
+			ss[i] = strings.Clone(ss[i])
+		}
+		return ss
 	}
 	for _, n := range sf.Names {
-		f.Name = append(f.Name, ixName(n))
+		f.Name = append(f.Name, ixName{Family: strings.Clone(n.Family), Given: clones(n.Given),
+			Prefix: clones(n.Prefix), Suffix: clones(n.Suffix), Text: strings.Clone(n.Text)})
 	}
 	return f
 }
@@ -571,11 +580,15 @@ func (ix *patientIndex) update(v patientVersion) {
 	if !e.live {
 		return
 	}
-	for _, id := range f.Identifier {
+	for _, id := range uniqueIdentifiers(f.Identifier) {
 		addToSet(ix.bySysValue, tokenValue{System: id.System, Value: id.Value}, e)
-		addToSet(ix.byValue, id.Value, e)
 	}
-	eachNamePart(folded, func(s string) { addToSet(ix.byNameKey, nameKey(s), e) })
+	for _, v := range uniqueValues(f.Identifier) {
+		addToSet(ix.byValue, v, e)
+	}
+	for _, k := range nameKeys(folded) {
+		addToSet(ix.byNameKey, k, e)
+	}
 	if !e.listed {
 		e.listed = true
 		ix.pending = append(ix.pending, e)
@@ -584,29 +597,64 @@ func (ix *patientIndex) update(v patientVersion) {
 
 // unlink removes the live entry e from the identifier and name maps, dropping sets that become empty.
 func (ix *patientIndex) unlink(e *ixEntry) {
-	for _, id := range e.fields.Identifier {
+	for _, id := range uniqueIdentifiers(e.fields.Identifier) {
 		removeFromSet(ix.bySysValue, tokenValue{System: id.System, Value: id.Value}, e)
-		removeFromSet(ix.byValue, id.Value, e)
 	}
-	eachNamePart(e.folded, func(s string) { removeFromSet(ix.byNameKey, nameKey(s), e) })
+	for _, v := range uniqueValues(e.fields.Identifier) {
+		removeFromSet(ix.byValue, v, e)
+	}
+	for _, k := range nameKeys(e.folded) {
+		removeFromSet(ix.byNameKey, k, e)
+	}
+}
+
+// uniqueIdentifiers, uniqueValues and nameKeys list one patient's keys once each, so that each bucket
+// holds an entry at most once (buckets are slices, far smaller than per-key sets at 100k patients).
+func uniqueIdentifiers(ids []ixIdentifier) []ixIdentifier {
+	var out []ixIdentifier
+	for _, id := range ids {
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func uniqueValues(ids []ixIdentifier) []string {
+	var out []string
+	for _, id := range ids {
+		if !slices.Contains(out, id.Value) {
+			out = append(out, id.Value)
+		}
+	}
+	return out
+}
+
+func nameKeys(names []ixName) []string {
+	var out []string
+	eachNamePart(names, func(s string) {
+		if k := nameKey(s); !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	})
+	return out
 }
 
 // addToSet adds e to the set m[k], making the set if needed.
-func addToSet[K comparable](m map[K]map[*ixEntry]struct{}, k K, e *ixEntry) {
-	set := m[k]
-	if set == nil {
-		set = map[*ixEntry]struct{}{}
-		m[k] = set
-	}
-	set[e] = struct{}{}
+func addToSet[K comparable](m map[K][]*ixEntry, k K, e *ixEntry) {
+	m[k] = append(m[k], e)
 }
 
 // removeFromSet removes e from the set m[k], deleting the set once it is empty.
-func removeFromSet[K comparable](m map[K]map[*ixEntry]struct{}, k K, e *ixEntry) {
-	if set := m[k]; set != nil {
-		delete(set, e)
-		if len(set) == 0 {
+func removeFromSet[K comparable](m map[K][]*ixEntry, k K, e *ixEntry) {
+	set := m[k]
+	if i := slices.Index(set, e); i >= 0 {
+		set[i] = set[len(set)-1]
+		set[len(set)-1] = nil
+		if set = set[:len(set)-1]; len(set) == 0 {
 			delete(m, k)
+		} else {
+			m[k] = set
 		}
 	}
 }
@@ -784,15 +832,11 @@ func (ix *patientIndex) candidates(q *patientQuery, src querySource) []*ixEntry 
 			if !t.AnySystem {
 				m = ix.bySysValue[t]
 			}
-			for e := range m {
-				out = append(out, e)
-			}
+			out = append(out, m...)
 		}
 	case sourceName:
 		for _, v := range q.Strings[nameClause(q)].Values {
-			for e := range ix.byNameKey[nameKey(foldString(v))] {
-				out = append(out, e)
-			}
+			out = append(out, ix.byNameKey[nameKey(foldString(v))]...)
 		}
 	}
 	return out
