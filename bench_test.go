@@ -32,9 +32,10 @@ func BenchmarkEquations(b *testing.B) {
 	}
 }
 
-// BenchmarkEGFRHandler is POST /egfr through the whole middleware stack, logging JSON to io.Discard.
+// BenchmarkEGFRHandler is POST /egfr through the whole middleware stack, logging JSON to io.Discard
+// through the service's log handler.
 func BenchmarkEGFRHandler(b *testing.B) {
-	h := newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testConfig(b), func() bool { return true }, openapiJSON, testDocs(b), testStore(b), testVerifier(b))
+	h := newServer(slog.New(newLogHandler(io.Discard)), testConfig(b), func() bool { return true }, openapiJSON, testDocs(b), testStore(b), testVerifier(b))
 	const body = `{"sex": "male", "serum_creatinine_umol_l": 88, "age": 50}`
 	b.ReportAllocs()
 	for b.Loop() {

@@ -429,7 +429,7 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 			}
 			// Five attributes fit in a slog.Record without allocating; the optional ones are rare.
 			attrs := append(make([]slog.Attr, 0, 7), slog.String("method", r.Method), slog.String("route", r.Pattern),
-				slog.Int("status", sw.status), slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+				slog.Int("status", sw.status), slog.Int64("duration_us", time.Since(start).Microseconds()),
 				slog.String("request_id", reqID))
 			if corrID != "" {
 				attrs = append(attrs, slog.String("correlation_id", corrID))

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -891,10 +892,10 @@ func TestRequestLog(t *testing.T) {
 		t.Fatalf("log is not one JSON line: %v\n%s", err, logs.String())
 	}
 	delete(line, "time")
-	if _, ok := line["duration_ms"].(float64); !ok {
-		t.Errorf("no duration_ms in %v", line)
+	if _, ok := line["duration_us"].(float64); !ok {
+		t.Errorf("no duration_us in %v", line)
 	}
-	delete(line, "duration_ms")
+	delete(line, "duration_us")
 	want := map[string]any{"level": "INFO", "msg": "request", "method": "POST", "route": "POST /egfr",
 		"status": float64(200), "request_id": testRequestID, "correlation_id": "corr-9"}
 	if diff := cmp.Diff(want, line); diff != "" {
@@ -2086,5 +2087,35 @@ func TestRunRefusesCorruptJournal(t *testing.T) {
 	err = run(t.Context(), []string{"clinicalapi"}, mapEnv{"PORT": "0", "DATA_DIR": dir}.get, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "offset") {
 		t.Errorf("run() = %v, want an error naming %s and the offset", err, path)
+	}
+}
+
+// TestLogHandlerMatchesSlog: the fast handler writes byte for byte what slog's JSONHandler writes,
+// whether it formats a record itself or hands it on.
+func TestLogHandlerMatchesSlog(t *testing.T) {
+	at := time.Date(2026, 11, 26, 10, 2, 26, 893911993, time.UTC)
+	records := [][]slog.Attr{
+		{slog.String("method", "POST"), slog.String("route", "POST /egfr"), slog.Int("status", 200), slog.Int64("duration_us", 134), slog.String("request_id", "e0c60df8-c6cd-45a6-9e97-de079e64b524")},
+		{slog.String("correlation_id", "corr-1"), slog.String("sub_hash", "0123abcd"), slog.Bool("ok", true), slog.Uint64("n", 7)},
+		{slog.String("q", `say "hi"\n`), slog.String("u", "Núñez"), slog.String("ctl", "a\tb"), slog.String("html", "<b>&</b>")},
+		{slog.Float64("f", 0.134), slog.Any("err", errors.New("boom")), slog.Duration("d", time.Second), slog.Group("g", slog.Int("x", 1))},
+		{slog.Any("list", []int{1, 2}), slog.Time("t", at), slog.String("", "empty key")},
+		{},
+	}
+	for i, attrs := range records {
+		for _, msg := range []string{"request", `odd "msg"`} {
+			var want, got bytes.Buffer
+			r := slog.NewRecord(at, slog.LevelInfo, msg, 0)
+			r.AddAttrs(attrs...)
+			if err := slog.NewJSONHandler(&want, nil).Handle(t.Context(), r); err != nil {
+				t.Fatal(err)
+			}
+			if err := newLogHandler(&got).Handle(t.Context(), r); err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Errorf("record %d %q:\n got %s\nwant %s", i, msg, got.String(), want.String())
+			}
+		}
 	}
 }

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"embed"
@@ -20,7 +19,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -127,56 +125,6 @@ func servedSpec(spec []byte, auth authConfig) ([]byte, error) {
 	return b.Bytes(), err
 }
 
-// logFlushEvery bounds how long a log line waits in memory before it reaches stdout.
-const logFlushEvery = 100 * time.Millisecond
-
-// bufferedLog batches log lines into one write per flush, so a request's log line costs a memory copy
-// under a short lock rather than a system call. Lines reach the output within the flush interval, and
-// at once on Close; a crash can lose at most that interval's lines.
-type bufferedLog struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	stop chan struct{}
-	done chan struct{}
-}
-
-func newBufferedLog(w io.Writer, every time.Duration) *bufferedLog {
-	b := &bufferedLog{w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(b.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				b.flush()
-			case <-b.stop:
-				return
-			}
-		}
-	}()
-	return b
-}
-
-func (b *bufferedLog) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Write(p)
-}
-
-func (b *bufferedLog) flush() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.w.Flush()
-}
-
-// Close stops the flusher and writes what is left.
-func (b *bufferedLog) Close() error {
-	close(b.stop)
-	<-b.done
-	return b.flush()
-}
-
 // shutdownDrain is how long /readyz answers 503 before the server stops accepting connections, so a
 // load balancer stops sending traffic first.
 const shutdownDrain = 2 * time.Second
@@ -198,7 +146,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logOut := newBufferedLog(stdout, logFlushEvery)
 	defer logOut.Close()
-	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	log := slog.New(newLogHandler(logOut))
 	docs, err := fs.Sub(docsFiles, "docs")
 	if err != nil {
 		return fmt.Errorf("docs: %w", err)
