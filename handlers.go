@@ -701,8 +701,7 @@ func handlePatientRead(store patientStore) http.Handler {
 		v, err := store.Read(r.Context(), id)
 		switch {
 		case errors.Is(err, errNotFound):
-			writeOutcome(w, http.StatusNotFound, []fhirIssue{{Severity: "error", Code: "not-found",
-				Diagnostics: fmt.Sprintf("There is no Patient with id %q.", id), Expression: []string{"Patient.id"}}})
+			writeNoPatient(w, id)
 			return
 		case err != nil:
 			writeError(w, r, http.StatusInternalServerError, "The server could not read the resource.")
@@ -714,6 +713,12 @@ func handlePatientRead(store patientStore) http.Handler {
 		}
 		writeVersion(w, r, http.StatusOK, v)
 	})
+}
+
+// writeNoPatient is the 404 for an id that never existed.
+func writeNoPatient(w http.ResponseWriter, id string) {
+	writeOutcome(w, http.StatusNotFound, []fhirIssue{{Severity: "error", Code: "not-found",
+		Diagnostics: fmt.Sprintf("There is no Patient with id %q.", id), Expression: []string{"Patient.id"}}})
 }
 
 // pathID returns the {id} path value, answering 400 itself when it is not a valid FHIR id.
@@ -1069,8 +1074,7 @@ func handlePatientHistory(store patientStore, baseURL string) http.Handler {
 		versions, err := store.History(r.Context(), id)
 		switch {
 		case errors.Is(err, errNotFound):
-			writeOutcome(w, http.StatusNotFound, []fhirIssue{{Severity: "error", Code: "not-found",
-				Diagnostics: fmt.Sprintf("There is no Patient with id %q.", id), Expression: []string{"Patient.id"}}})
+			writeNoPatient(w, id)
 			return
 		case err != nil:
 			writeError(w, r, http.StatusInternalServerError, "The server could not read the history.")

@@ -979,30 +979,39 @@ func waitReady(t *testing.T, base string) {
 	t.Fatalf("%s/readyz never became ready", base)
 }
 
-// TestRun starts the whole program as main does, with a fake environment.
-func TestRun(t *testing.T) {
+// startRun runs the whole program as main does, with a fake environment plus PORT=0, and returns
+// its base URL once it listens, and a function that stops it and returns run's result.
+func startRun(t *testing.T, env mapEnv) (base string, stop func() error) {
+	t.Helper()
+	env["PORT"] = "0"
 	ctx, cancel := context.WithCancel(t.Context())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"clinicalapi"}, mapEnv{"PORT": "0", "DATA_DIR": t.TempDir()}.get, pw, io.Discard)
+		done <- run(ctx, []string{"clinicalapi"}, env.get, pw, io.Discard)
 		pw.Close()
 	}()
 	lines := bufio.NewScanner(pr)
-	var addr string
 	for lines.Scan() {
 		var l struct{ Msg, Addr string }
 		json.Unmarshal(lines.Bytes(), &l)
 		if l.Msg == "listening" {
 			_, port, _ := net.SplitHostPort(l.Addr)
-			addr = "http://127.0.0.1:" + port
+			base = "http://127.0.0.1:" + port
 			break
 		}
 	}
 	go io.Copy(io.Discard, pr)
-	if addr == "" {
-		t.Fatal("run never logged its address")
+	if base == "" {
+		cancel()
+		t.Fatalf("run never logged its address: %v", <-done)
 	}
+	return base, func() error { cancel(); return <-done }
+}
+
+// TestRun starts the whole program as main does, with a fake environment.
+func TestRun(t *testing.T) {
+	addr, stop := startRun(t, mapEnv{"DATA_DIR": t.TempDir()})
 	waitReady(t, addr)
 	res, err := http.Post(addr+"/egfr", "application/json", strings.NewReader(`{"sex": "male", "serum_creatinine_umol_l": 88, "age": 50}`))
 	if err != nil || res.StatusCode != 200 {
@@ -1011,8 +1020,7 @@ func TestRun(t *testing.T) {
 	if diff := cmp.Diff(egfrResult{92.2, ">90", "G1", formula2021}, decodeBody[egfrResult](t, res)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("run: %v", err)
 	}
 }
@@ -1838,33 +1846,14 @@ func TestReadinessWaitsForKeys(t *testing.T) {
 	}
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
-	ctx, cancel := context.WithCancel(t.Context())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"clinicalapi"}, mapEnv{"PORT": "0", "DATA_DIR": t.TempDir(), "OIDC_ISSUER": dead, "OIDC_AUDIENCE": "x"}.get, pw, io.Discard)
-		pw.Close()
-	}()
-	lines := bufio.NewScanner(pr)
-	var base string
-	for lines.Scan() {
-		var l struct{ Msg, Addr string }
-		json.Unmarshal(lines.Bytes(), &l)
-		if l.Msg == "listening" {
-			_, port, _ := net.SplitHostPort(l.Addr)
-			base = "http://127.0.0.1:" + port
-			break
-		}
-	}
-	go io.Copy(io.Discard, pr)
+	base, stop := startRun(t, mapEnv{"DATA_DIR": t.TempDir(), "OIDC_ISSUER": dead, "OIDC_AUDIENCE": "x"})
 	for path, want := range map[string]int{"/livez": 200, "/readyz": 503} {
 		res, err := http.Get(base + path)
 		if err != nil || res.StatusCode != want {
 			t.Errorf("GET %s: %v %v, want %d", path, res, err, want)
 		}
 	}
-	cancel()
-	<-done
+	stop()
 }
 
 // FuzzEGFRFastPath: wherever the allocation-free scanner accepts a body, the encoding/json walk
