@@ -106,6 +106,19 @@ func matchedByWildcard(p string, rs []route) bool {
 	return false
 }
 
+// newStartingServer answers while the service starts: alive, not ready, and 503 (with Retry-After)
+// for every other route, in the route family's error format.
+func newStartingServer(log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /livez", handleLivez())
+	mux.Handle("GET /readyz", handleReadyz(func() bool { return false }))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, r, http.StatusServiceUnavailable, "The service is starting (replaying its journal); retry shortly.")
+	})
+	return withRequestContext(log, mux)
+}
+
 // newServer builds the service's handler: the routes behind the request middleware.
 func newServer(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier) http.Handler {
 	mux := http.NewServeMux()

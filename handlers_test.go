@@ -927,6 +927,7 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
+	up.Store(true)
 	go func() { done <- serve(ctx, slog.New(slog.DiscardHandler), ln, mux, &up, 300*time.Millisecond) }()
 	waitReady(t, base)
 
@@ -2105,6 +2106,31 @@ func TestLogHandlerMatchesSlog(t *testing.T) {
 			if got.String() != want.String() {
 				t.Errorf("record %d %q:\n got %s\nwant %s", i, msg, got.String(), want.String())
 			}
+		}
+	}
+}
+
+// TestStartingServer: while the journal replays, the service is alive but not ready, and every
+// other route answers 503 with Retry-After in its family's error format.
+func TestStartingServer(t *testing.T) {
+	h := newStartingServer(slog.New(slog.DiscardHandler))
+	for _, tt := range []struct {
+		req    *http.Request
+		status int
+		ctype  string
+	}{
+		{httptest.NewRequest("GET", "/livez", nil), 200, "application/json"},
+		{httptest.NewRequest("GET", "/readyz", nil), 503, "application/json"},
+		{postEGFR(`{"sex":"male","serum_creatinine_umol_l":88,"age":50}`), 503, "application/problem+json"},
+		{fhirReq("GET", "/Patient/abc", ""), 503, fhirContentType},
+		{fhirReq("GET", "/metadata", ""), 503, fhirContentType},
+	} {
+		res := do(t, h, tt.req)
+		if res.StatusCode != tt.status || res.Header.Get("Content-Type") != tt.ctype {
+			t.Errorf("%s %s: %d %s, want %d %s", tt.req.Method, tt.req.URL.Path, res.StatusCode, res.Header.Get("Content-Type"), tt.status, tt.ctype)
+		}
+		if tt.status == 503 && tt.req.URL.Path != "/readyz" && res.Header.Get("Retry-After") != "1" {
+			t.Errorf("%s: no Retry-After", tt.req.URL.Path)
 		}
 	}
 }

@@ -151,14 +151,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("docs: %w", err)
 	}
-	// Replay happens here, before the listener opens: nothing is served from a partial store.
+	// Listen first and answer probes while the journal replays: /livez 200, /readyz 503 and every
+	// other route 503 until the store is open. Nothing is served from a partial store.
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	var h swapHandler
+	h.set(newStartingServer(log))
+	var up atomic.Bool
+	ctx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, log, ln, &h, &up, shutdownDrain) }()
+
 	store, err := openJournalStore(cfg.dataDir, log, time.Now, false)
 	if err != nil {
+		stopServing()
+		<-served
 		return fmt.Errorf("open patient store in DATA_DIR %s: %w", cfg.dataDir, err)
 	}
 	defer store.Close()
 	spec, err := servedSpec(openapiJSON, cfg.auth)
 	if err != nil {
+		stopServing()
+		<-served
 		return fmt.Errorf("openapi.json: %w", err)
 	}
 	var v *verifier
@@ -170,19 +187,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		log.Warn("auth: not configured; /Patient routes answer 401 until OIDC_ISSUER and OIDC_AUDIENCE are set")
 	}
-	var up atomic.Bool
 	ready := func() bool { return up.Load() && store.Ready() && (v == nil || v.ready()) }
-	h := newServer(log, cfg, ready, spec, docs, store, v)
-
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	return serve(ctx, log, ln, h, &up, shutdownDrain)
+	h.set(newServer(log, cfg, ready, spec, docs, store, v))
+	up.Store(true)
+	return <-served
 }
 
-// serve runs h on ln until ctx ends, then shuts down gracefully: readiness turns 503 at once, the
-// listener closes after drain, and in-flight requests get up to 20 seconds to finish.
+// swapHandler serves whichever handler was set last: the start-up handler while the journal
+// replays, then the service.
+type swapHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// serve runs h on ln until ctx ends, then shuts down gracefully: readiness (up) turns 503 at once,
+// the listener closes after drain (skipped if the service never became ready), and in-flight requests
+// get up to 20 seconds to finish.
 func serve(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handler, up *atomic.Bool, drain time.Duration) error {
 	srv := &http.Server{
 		Handler:           h,
@@ -194,7 +216,6 @@ func serve(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handle
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	up.Store(true)
 	log.Info("listening", "addr", ln.Addr().String())
 
 	select {
@@ -202,7 +223,9 @@ func serve(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handle
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	up.Store(false)
+	if !up.Swap(false) {
+		drain = 0 // never in a load balancer's rotation
+	}
 	log.Info("shutting down", "drain_seconds", drain.Seconds())
 	time.Sleep(drain)
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
