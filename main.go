@@ -160,10 +160,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var h swapHandler
 	h.set(newStartingServer(log))
 	var up atomic.Bool
-	ctx, stopServing := context.WithCancel(ctx)
+	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, log, ln, &h, &up, shutdownDrain) }()
+	go func() { served <- serve(serveCtx, log, ln, &h, &up, shutdownDrain) }()
 
 	store, err := openJournalStore(cfg.dataDir, log, time.Now, false)
 	if err != nil {
