@@ -2134,3 +2134,42 @@ func TestStartingServer(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPatientSearch: whatever the query string, GET /Patient answers 200 or 400, never 5xx.
+func FuzzPatientSearch(f *testing.F) {
+	for _, s := range []string{"family=smi", "birthdate=ge1974-02&birthdate=lt1975", "identifier=a%7Cb,%7Cc", "_count=0&_offset=5",
+		"name:contains=%C3%A9", "gender=male,female", "_id=x&_id=y", "family:fuzzy=x", "birthdate=1974-02-30", "%zz", "identifier=a%5C%7Cb"} {
+		f.Add(s)
+	}
+	h := newTestServer(f)
+	do(f, h, postPatient(minimalPatient))
+	f.Fuzz(func(t *testing.T, query string) {
+		req := fhirReq("GET", "/Patient", "")
+		req.URL.RawQuery = query
+		res := do(t, h, req)
+		if res.StatusCode != 200 && res.StatusCode != 400 {
+			t.Fatalf("GET /Patient?%s: %d", query, res.StatusCode)
+		}
+	})
+}
+
+// FuzzVerifyToken: no Authorization header an attacker can build without the key is accepted, and
+// none makes the verifier panic.
+func FuzzVerifyToken(f *testing.F) {
+	li := localTestIssuer(f)
+	good := li.token(f, allScopes)
+	parts := strings.Split(good, ".")
+	for _, s := range []string{"Bearer " + good[:len(good)-2] + "AA", "Bearer " + parts[0] + "." + parts[1] + ".", "Bearer a.b.c",
+		"bearer " + parts[1] + "." + parts[0] + "." + parts[2], "Basic x", "Bearer " + strings.Repeat("A", 9000), ""} {
+		f.Add(s)
+	}
+	v := testVerifier(f)
+	f.Fuzz(func(t *testing.T, header string) {
+		if strings.Contains(header, good) {
+			return // the real token, possibly with harmless surroundings
+		}
+		if c, aerr := v.verify(t.Context(), header); aerr == nil {
+			t.Fatalf("accepted %q as %+v", header, c)
+		}
+	})
+}
