@@ -34,22 +34,29 @@ import (
 // authTestAudience is the API identifier the test verifiers expect.
 const authTestAudience = "https://clinicalapi.test"
 
-// authClock is the injected clock; tests move it instead of sleeping.
-type authClock struct {
+// testClock is an injected clock (auth and store tests): tests move it instead of sleeping.
+type testClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
 // newAuthClock starts at a fixed instant so token times are reproducible.
-func newAuthClock() *authClock { return &authClock{t: time.Unix(1_800_000_000, 0)} }
+func newAuthClock() *testClock { return &testClock{t: time.Unix(1_800_000_000, 0)} }
 
-func (c *authClock) now() time.Time {
+func (c *testClock) now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.t
 }
 
-func (c *authClock) advance(d time.Duration) {
+// set moves the clock to t, forwards or back.
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+func (c *testClock) advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
@@ -60,7 +67,7 @@ func (c *authClock) advance(d time.Duration) {
 // records when (by the injected clock) the JWKS was fetched.
 type testIssuer struct {
 	srv   *httptest.Server
-	clock *authClock
+	clock *testClock
 
 	mu              sync.Mutex
 	keys            []map[string]any
@@ -72,7 +79,7 @@ type testIssuer struct {
 	jwksConcurrency atomic.Int32
 }
 
-func newTestIssuer(t *testing.T, clock *authClock, keys ...map[string]any) *testIssuer {
+func newTestIssuer(t *testing.T, clock *testClock, keys ...map[string]any) *testIssuer {
 	t.Helper()
 	ti := &testIssuer{clock: clock, keys: keys}
 	mux := http.NewServeMux()
@@ -271,7 +278,7 @@ func claimsWith(m map[string]any, kv ...any) map[string]any {
 // authFixture is an issuer publishing the standard test keys plus a clock.
 type authFixture struct {
 	keys   authTestKeys
-	clock  *authClock
+	clock  *testClock
 	iss    *testIssuer
 	claims map[string]any // a valid claim set at clock start
 }
@@ -759,7 +766,7 @@ func pollUntil(t *testing.T, what string, cond func() bool) {
 
 func TestStart(t *testing.T) {
 	k := newAuthTestKeys(t)
-	newV := func(ti *testIssuer, clock *authClock) *verifier {
+	newV := func(ti *testIssuer, clock *testClock) *verifier {
 		v := newVerifier(authConfig{Enabled: true, Issuer: ti.srv.URL, Audience: authTestAudience, Algorithms: []string{"RS256"}},
 			ti.srv.Client(), clock.now, slog.New(slog.DiscardHandler))
 		v.retryMin, v.retryMax = time.Millisecond, 5*time.Millisecond

@@ -43,26 +43,6 @@ func storeWant(id string, version int, at time.Time, deleted bool) patientVersio
 	return v
 }
 
-// storeClock is a settable clock for the store's now.
-type storeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// now is the store's clock.
-func (c *storeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// set moves the clock to t, forwards or back.
-func (c *storeClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 // openTestStore opens a journal store in dir that logs to the test output and is closed at cleanup.
 func openTestStore(t *testing.T, dir string, now func() time.Time, opts journalOptions) *journalStore {
 	t.Helper()
@@ -148,7 +128,7 @@ func TestStoreSemantics(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	clock := &storeClock{}
+	clock := &testClock{}
 	s := openTestStore(t, dir, clock.now, journalOptions{})
 	ctx := t.Context()
 	for _, tt := range tests {
@@ -231,7 +211,7 @@ func TestStoreRejectedWritesRecordNothing(t *testing.T) {
 }
 
 func TestStoreEachAndOnCommit(t *testing.T) {
-	clock := &storeClock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
+	clock := &testClock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
 	var mu sync.Mutex
 	var committed []patientVersion
 	s := openTestStore(t, t.TempDir(), clock.now, journalOptions{OnCommit: func(v patientVersion) {
