@@ -11,18 +11,15 @@ package main
 // RFC 6750 (bearer tokens).
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -47,8 +44,10 @@ const (
 	maxTokenBytes = 8 << 10
 
 	// maxIssuerDocBytes caps the discovery document and the JWKS, so a
-	// misbehaving or compromised issuer cannot exhaust our memory.
+	// misbehaving or compromised issuer cannot exhaust our memory;
+	// maxIssuerDocDepth caps their nesting (a JWKS nests three levels).
 	maxIssuerDocBytes = 1 << 20
+	maxIssuerDocDepth = 32
 
 	// issuerFetchTimeout bounds one discovery+JWKS round trip; a token check
 	// that triggers a refetch waits at most this long.
@@ -427,23 +426,21 @@ func (v *verifier) fetchKeys(ctx context.Context) (map[string]*verifyKey, error)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
-	var doc struct {
-		Issuer  string `json:"issuer"`
-		JWKSURI string `json:"jwks_uri"`
-	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, fmt.Errorf("discovery: decode: %w", err)
+	doc, _, jerr := readJSON(body, maxIssuerDocDepth)
+	if jerr != nil {
+		return nil, errors.New("discovery: not a JSON object")
 	}
 	// OIDC Discovery 4.3: a mismatch means we were pointed at (or
 	// redirected to) a different issuer, whose keys we must not trust.
-	if doc.Issuer != v.cfg.Issuer {
-		return nil, fmt.Errorf("discovery: issuer %q does not match configured %q", doc.Issuer, v.cfg.Issuer)
+	if iss := doc.member("issuer").str(); iss != v.cfg.Issuer {
+		return nil, fmt.Errorf("discovery: issuer %q does not match configured %q", iss, v.cfg.Issuer)
 	}
-	if err := checkIssuerURL(doc.JWKSURI); err != nil {
+	jwksURI := doc.member("jwks_uri").str()
+	if err := checkIssuerURL(jwksURI); err != nil {
 		return nil, fmt.Errorf("discovery: jwks_uri: %w", err)
 	}
 
-	body, err = v.get(ctx, doc.JWKSURI)
+	body, err = v.get(ctx, jwksURI)
 	if err != nil {
 		return nil, fmt.Errorf("jwks: %w", err)
 	}
@@ -490,14 +487,16 @@ func (v *verifier) get(ctx context.Context, url string) ([]byte, error) {
 // rather than failing the set: issuers publish keys for other consumers,
 // and one odd key must not lock everyone out. The first key for a kid wins.
 func parseJWKS(data []byte) (keys map[string]*verifyKey, skipped []string, err error) {
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
+	set, _, jerr := readJSON(data, maxIssuerDocDepth)
+	if jerr != nil {
+		return nil, nil, errors.New("decode: not a JSON object")
 	}
-	if err := json.Unmarshal(data, &set); err != nil {
-		return nil, nil, fmt.Errorf("decode: %w", err)
+	list := set.member("keys")
+	if list != nil && list.kind != jsonArray && list.kind != jsonNull {
+		return nil, nil, errors.New("decode: keys is not an array")
 	}
 	keys = map[string]*verifyKey{}
-	for i, raw := range set.Keys {
+	for i, raw := range list.elems() {
 		kid, k, err := parseJWK(raw)
 		if err != nil {
 			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): %v", i, kid, err))
@@ -513,53 +512,42 @@ func parseJWKS(data []byte) (keys map[string]*verifyKey, skipped []string, err e
 }
 
 // parseJWK parses one public signing key (RFC 7517, RFC 7518 section 6).
-func parseJWK(raw json.RawMessage) (string, *verifyKey, error) {
-	var j struct {
-		Kty    string   `json:"kty"`
-		Kid    string   `json:"kid"`
-		Use    string   `json:"use"`
-		KeyOps []string `json:"key_ops"`
-		Alg    string   `json:"alg"`
-		N      string   `json:"n"`
-		E      string   `json:"e"`
-		Crv    string   `json:"crv"`
-		X      string   `json:"x"`
-		Y      string   `json:"y"`
+func parseJWK(j *jsonNode) (string, *verifyKey, error) {
+	if j.kind != jsonObject {
+		return "", nil, errors.New("decode: not a JSON object")
 	}
-	if err := json.Unmarshal(raw, &j); err != nil {
-		return "", nil, fmt.Errorf("decode: %w", err)
-	}
-	if j.Kid == "" {
+	kid := j.member("kid").str()
+	if kid == "" {
 		return "", nil, errors.New("no kid (tokens must name their key)")
 	}
-	if j.Use != "" && j.Use != "sig" {
-		return j.Kid, nil, fmt.Errorf("use %q is not sig", j.Use)
+	if use := j.member("use").str(); use != "" && use != "sig" {
+		return kid, nil, fmt.Errorf("use %q is not sig", use)
 	}
-	if j.KeyOps != nil && !slices.Contains(j.KeyOps, "verify") {
-		return j.Kid, nil, errors.New("key_ops does not include verify")
+	if ops := j.member("key_ops"); ops != nil && !slices.ContainsFunc(ops.elems(), func(op *jsonNode) bool { return op.str() == "verify" }) {
+		return kid, nil, errors.New("key_ops does not include verify")
 	}
-	k := &verifyKey{alg: j.Alg}
-	switch j.Kty {
+	k := &verifyKey{alg: j.member("alg").str()}
+	switch kty := j.member("kty").str(); kty {
 	case "RSA":
-		pub, err := parseRSAJWK(j.N, j.E)
+		pub, err := parseRSAJWK(j.member("n").str(), j.member("e").str())
 		if err != nil {
-			return j.Kid, nil, err
+			return kid, nil, err
 		}
 		k.rsa = pub
 	case "EC":
-		if j.Crv != "P-256" {
-			return j.Kid, nil, fmt.Errorf("unsupported curve %q", j.Crv)
+		if crv := j.member("crv").str(); crv != "P-256" {
+			return kid, nil, fmt.Errorf("unsupported curve %q", crv)
 		}
-		pub, err := parseP256JWK(j.X, j.Y)
+		pub, err := parseP256JWK(j.member("x").str(), j.member("y").str())
 		if err != nil {
-			return j.Kid, nil, err
+			return kid, nil, err
 		}
 		k.ec = pub
 	default:
 		// Notably "oct": a symmetric key must never verify anything here.
-		return j.Kid, nil, fmt.Errorf("unsupported kty %q", j.Kty)
+		return kid, nil, fmt.Errorf("unsupported kty %q", kty)
 	}
-	return j.Kid, k, nil
+	return kid, k, nil
 }
 
 // parseRSAJWK builds an RSA public key from base64url n and e, refusing
@@ -741,33 +729,33 @@ func decodeSegment(s string) ([]byte, error) {
 	return base64.RawURLEncoding.Strict().DecodeString(s)
 }
 
-// checkHeader validates the JOSE header and returns its alg and kid.
-// The header is decoded into a map so key matching is exact: decoding into
-// a struct would let "ALG" fill the Alg field (encoding/json matches keys
-// case-insensitively), and duplicate keys are rejected because
-// encoding/json silently keeps the last one while other parsers keep the first.
+// checkHeader validates the JOSE header and returns its alg and kid. The strict reader (json.go)
+// matters here: decoding into a struct would let "ALG" fill the Alg field (encoding/json matches keys
+// case-insensitively), and duplicate keys are refused because encoding/json keeps the last one while
+// other parsers keep the first.
 func (v *verifier) checkHeader(data []byte) (alg, kid string, aerr *authError) {
 	bad := invalidTokenError("The access token header is invalid.")
-	hdr, err := jwtObject(data)
-	if err != nil {
+	hdr, ok := jwtObject(data)
+	if !ok {
 		return "", "", bad
 	}
-	// Keys from a URL or embedded in the token would let the token vouch for
-	// itself; crit would oblige us to understand extensions we do not know.
+	// Keys from a URL or embedded in the token would let the token vouch for itself; crit would
+	// oblige us to understand extensions we do not know.
 	for _, name := range []string{"jku", "x5u", "jwk", "x5c", "crit"} {
-		if _, ok := hdr[name]; ok {
+		if hdr.member(name) != nil {
 			return "", "", invalidTokenError("The access token header contains an unsupported parameter.")
 		}
 	}
-	if !jwtString(hdr, "alg", &alg) || !jwtString(hdr, "kid", &kid) || kid == "" {
+	alg, okAlg := jwtString(hdr, "alg")
+	kid, okKid := jwtString(hdr, "kid")
+	if !okAlg || !okKid || kid == "" {
 		return "", "", bad
 	}
 	if alg == "none" || strings.HasPrefix(alg, "HS") || !v.algs[alg] {
 		return "", "", invalidTokenError("The access token's signing algorithm is not accepted.")
 	}
-	if raw, ok := hdr["typ"]; ok {
-		var typ string
-		if json.Unmarshal(raw, &typ) != nil || !(strings.EqualFold(typ, "JWT") || strings.EqualFold(typ, "at+jwt")) {
+	if hdr.member("typ") != nil {
+		if typ, ok := jwtString(hdr, "typ"); !ok || !(strings.EqualFold(typ, "JWT") || strings.EqualFold(typ, "at+jwt")) {
 			return "", "", bad
 		}
 	}
@@ -833,20 +821,17 @@ func jwsDigest(alg string, input []byte) (crypto.Hash, []byte) {
 
 // checkClaims validates the registered claims of a signature-verified payload.
 func (v *verifier) checkClaims(payload []byte) (tokenClaims, *authError) {
-	c, err := jwtObject(payload)
-	if err != nil {
+	c, ok := jwtObject(payload)
+	if !ok {
 		return tokenClaims{}, invalidTokenError("The access token claims are invalid.")
 	}
 	now := v.now()
-
-	var iss string
-	if !jwtString(c, "iss", &iss) || iss != v.cfg.Issuer {
+	if iss, ok := jwtString(c, "iss"); !ok || iss != v.cfg.Issuer {
 		return tokenClaims{}, invalidTokenError("The access token was not issued by the expected issuer.")
 	}
-	if !audienceContains(c["aud"], v.cfg.Audience) {
+	if !audienceContains(c.member("aud"), v.cfg.Audience) {
 		return tokenClaims{}, invalidTokenError("The access token is not intended for this API.")
 	}
-
 	exp, ok, err := jwtNumericDate(c, "exp")
 	if err != nil || !ok {
 		return tokenClaims{}, invalidTokenError("The access token has no valid expiry time.")
@@ -862,18 +847,17 @@ func (v *verifier) checkClaims(payload []byte) (tokenClaims, *authError) {
 	if err != nil || ok && iat.After(now.Add(maxIssuedAtSkew)) {
 		return tokenClaims{}, invalidTokenError("The access token's issue time is invalid.")
 	}
-
-	var sub string
-	if !jwtString(c, "sub", &sub) || sub == "" {
+	sub, ok := jwtString(c, "sub")
+	if !ok || sub == "" {
 		return tokenClaims{}, invalidTokenError("The access token has no subject.")
 	}
 	var scopes []string
-	if _, present := c["scope"]; present {
-		var scope string
-		if !jwtString(c, "scope", &scope) {
+	if c.member("scope") != nil {
+		scope, ok := jwtString(c, "scope")
+		if !ok {
 			return tokenClaims{}, invalidTokenError("The access token's scope claim is invalid.")
 		}
-		for s := range strings.SplitSeq(scope, " ") {
+		for s := range strings.SplitSeq(scope, " ") { // RFC 6749 section 3.3: separated by spaces
 			if s != "" {
 				scopes = append(scopes, s)
 			}
@@ -882,158 +866,67 @@ func (v *verifier) checkClaims(payload []byte) (tokenClaims, *authError) {
 	return tokenClaims{Subject: sub, Scopes: scopes, ExpiresAt: exp}, nil
 }
 
-// audienceContains accepts aud as a string or an array of strings (RFC 7519
-// section 4.1.3). Handling both forms explicitly is the fix for
-// CVE-2020-26160, where an array aud skipped the check entirely.
-func audienceContains(raw json.RawMessage, want string) bool {
-	if raw == nil {
-		return false
-	}
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		return one == want
-	}
-	var many []string
-	if json.Unmarshal(raw, &many) != nil {
-		return false
-	}
-	return slices.Contains(many, want)
+// maxJWTJSONDepth stops deeply nested claims from costing stack; real tokens nest two or three levels.
+const maxJWTJSONDepth = 32
+
+// jwtObject reads a token header or claim set: exactly one JSON object with no duplicate key at any
+// depth and nothing after it. A token whose meaning depends on which parser reads it is refused.
+func jwtObject(data []byte) (*jsonNode, bool) {
+	root, dups, err := readJSON(data, maxJWTJSONDepth)
+	return root, err == nil && len(dups) == 0
 }
 
-// jwtNumericDate reads a NumericDate claim (RFC 7519 section 2): a JSON number
-// of seconds, possibly fractional. Strings, booleans and null are errors
-// rather than "absent", so a mistyped exp cannot disable expiry.
-func jwtNumericDate(c map[string]json.RawMessage, name string) (time.Time, bool, error) {
-	raw, ok := c[name]
-	if !ok {
+// jwtString returns the member name of c if it is present and a JSON string.
+func jwtString(c *jsonNode, name string) (string, bool) {
+	n := c.member(name)
+	return n.str(), n != nil && n.kind == jsonString
+}
+
+// audienceContains accepts aud as a string or an array of strings (RFC 7519 section 4.1.3).
+// Handling both forms explicitly is the fix for CVE-2020-26160, where an array aud skipped the
+// check entirely.
+func audienceContains(aud *jsonNode, want string) bool {
+	switch {
+	case aud == nil:
+		return false
+	case aud.kind == jsonString:
+		return aud.text == want
+	case aud.kind != jsonArray:
+		return false
+	}
+	found := false
+	for _, a := range aud.items {
+		if a.kind != jsonString {
+			return false
+		}
+		found = found || a.text == want
+	}
+	return found
+}
+
+// jwtNumericDate reads a NumericDate claim (RFC 7519 section 2): a JSON number of seconds, possibly
+// fractional. Strings, booleans and null are errors rather than "absent", so a mistyped exp cannot
+// disable expiry.
+func jwtNumericDate(c *jsonNode, name string) (time.Time, bool, error) {
+	n := c.member(name)
+	if n == nil {
 		return time.Time{}, false, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var x any
-	if err := dec.Decode(&x); err != nil {
-		return time.Time{}, true, err
-	}
-	n, isNum := x.(json.Number)
-	if !isNum {
+	if n.kind != jsonNumber {
 		return time.Time{}, true, fmt.Errorf("%s is not a number", name)
 	}
-	if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+	if i, err := strconv.ParseInt(n.text, 10, 64); err == nil {
 		if i < 0 || i > 1<<40 {
 			return time.Time{}, true, fmt.Errorf("%s out of range", name)
 		}
 		return time.Unix(i, 0), true, nil
 	}
-	f, err := strconv.ParseFloat(string(n), 64)
+	f, err := strconv.ParseFloat(n.text, 64)
 	if err != nil || math.IsNaN(f) || f < 0 || f > 1<<40 {
 		return time.Time{}, true, fmt.Errorf("%s out of range", name)
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
-}
-
-// jwtString decodes c[name] into *dst if it is present and a JSON string.
-func jwtString(c map[string]json.RawMessage, name string, dst *string) bool {
-	raw, ok := c[name]
-	// The '"' check stops null, which Unmarshal accepts as "leave dst alone".
-	if !ok || len(raw) == 0 || raw[0] != '"' {
-		return false
-	}
-	return json.Unmarshal(raw, dst) == nil
-}
-
-// jwtObject decodes exactly one JSON object with no duplicate keys at
-// any depth and nothing after it. encoding/json keeps the last of duplicate
-// keys; a token whose meaning depends on which parser reads it is rejected.
-func jwtObject(data []byte) (map[string]json.RawMessage, error) {
-	if err := jwtNoDuplicateKeys(data); err != nil {
-		return nil, err
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, err
-	}
-	if m == nil {
-		return nil, errors.New("not a JSON object")
-	}
-	return m, nil
-}
-
-// jwtNoDuplicateKeys walks data token by token, requiring a single
-// top-level object and unique keys in every object.
-func jwtNoDuplicateKeys(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return errors.New("not a JSON object")
-	}
-	if err := jwtWalkObject(dec, 1); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after JSON object")
-	}
-	return nil
-}
-
-// maxJWTJSONDepth stops deeply nested claims from costing stack; real tokens
-// nest two or three levels.
-const maxJWTJSONDepth = 32
-
-// jwtWalkObject consumes an object's members after its '{', checking keys.
-func jwtWalkObject(dec *json.Decoder, depth int) error {
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return errors.New("object key is not a string")
-		}
-		if seen[key] {
-			return fmt.Errorf("duplicate key %q", key)
-		}
-		seen[key] = true
-		if err := jwtWalkValue(dec, depth); err != nil {
-			return err
-		}
-	}
-	_, err := dec.Token() // '}'
-	return err
-}
-
-// jwtWalkValue consumes one value, descending into objects and arrays.
-func jwtWalkValue(dec *json.Decoder, depth int) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	if depth >= maxJWTJSONDepth {
-		return errors.New("JSON nested too deeply")
-	}
-	switch d {
-	case '{':
-		return jwtWalkObject(dec, depth+1)
-	case '[':
-		for dec.More() {
-			if err := jwtWalkValue(dec, depth+1); err != nil {
-				return err
-			}
-		}
-		_, err := dec.Token() // ']'
-		return err
-	}
-	return fmt.Errorf("unexpected %v", d)
 }
 
 // hasScope reports whether c grants FHIR Patient read (write false) or
@@ -1058,157 +951,4 @@ func hasScope(c tokenClaims, write bool) bool {
 func subjectHash(sub string) string {
 	sum := sha256.Sum256([]byte(sub))
 	return hex.EncodeToString(sum[:8])
-}
-
-// Dev issuer: a throwaway OIDC issuer so a newcomer can run the service with
-// auth switched on, without an NHS CIS2 or NHS login registration:
-//
-//	go run . dev-issuer                      # prints exports and a token
-//	OIDC_ISSUER=... OIDC_AUDIENCE=... go run .
-//	curl -H "Authorization: Bearer $TOKEN" ...
-//
-// It only listens on loopback and the service only accepts http issuers on
-// loopback, so production defaults are unchanged.
-
-// devIssuerTokenTTL is long enough for a working day.
-const devIssuerTokenTTL = 12 * time.Hour
-
-// runDevIssuer generates an RSA-2048 key in memory, serves discovery and
-// JWKS on the loopback address addr, writes export lines and a signed token
-// to stdout, and serves until ctx ends. The key dies with the process, so
-// its tokens are useless anywhere else.
-func runDevIssuer(ctx context.Context, addr string, audience string, stdout io.Writer) error {
-	if strings.TrimSpace(audience) == "" {
-		return errors.New("dev issuer: audience is required")
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("dev issuer: address %q: %w", addr, err)
-	}
-	if !isLoopbackHost(host) {
-		return fmt.Errorf("dev issuer: address %q is not loopback (use 127.0.0.1, ::1 or localhost)", addr)
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return fmt.Errorf("dev issuer: generate key: %w", err)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("dev issuer: %w", err)
-	}
-	// Use the bound port (addr may say :0) but keep the host as written, so
-	// the issuer string is exactly what the user typed.
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	issuer := "http://" + net.JoinHostPort(host, port)
-
-	jwk := map[string]string{
-		"kty": "RSA",
-		"n":   base64.RawURLEncoding.EncodeToString(key.N.Bytes()),
-		"e":   base64.RawURLEncoding.EncodeToString(big.NewInt(int64(key.E)).Bytes()),
-	}
-	kid := jwkThumbprint(jwk)
-	jwk["kid"], jwk["use"], jwk["alg"] = kid, "sig", "RS256"
-
-	// mint signs a fresh read-write token for the dev user.
-	mint := func() (string, error) {
-		now := time.Now()
-		return signRS256(key, kid, map[string]any{
-			"iss":   issuer,
-			"aud":   audience,
-			"sub":   "dev-user",
-			"scope": "user/Patient.read user/Patient.write",
-			"iat":   now.Unix(),
-			"exp":   now.Add(devIssuerTokenTTL).Unix(),
-		})
-	}
-	token, err := mint()
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("dev issuer: sign token: %w", err)
-	}
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		devIssuerJSON(w, map[string]any{
-			"issuer":                                issuer,
-			"jwks_uri":                              issuer + "/jwks",
-			"id_token_signing_alg_values_supported": []string{"RS256"},
-		})
-	})
-	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
-		devIssuerJSON(w, map[string]any{"keys": []any{jwk}})
-	})
-	// GET /token hands out a fresh token as plain text, so a shell can do
-	// curl -H "Authorization: Bearer $(curl -s 127.0.0.1:9000/token)". Only on loopback.
-	mux.HandleFunc("GET /token", func(w http.ResponseWriter, r *http.Request) {
-		tok, err := mint()
-		if err != nil {
-			http.Error(w, "sign token", http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write([]byte(tok))
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-
-	fmt.Fprintf(stdout, "# dev issuer at %s (DEVELOPMENT ONLY; key is in memory, token valid %s)\n", issuer, devIssuerTokenTTL)
-	fmt.Fprintf(stdout, "export OIDC_ISSUER=%s OIDC_AUDIENCE=%s\n", devShellQuote(issuer), devShellQuote(audience))
-	fmt.Fprintf(stdout, "export TOKEN=%s\n", token)
-	fmt.Fprintf(stdout, "# a fresh token any time: curl -s %s/token\n", issuer)
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("dev issuer: %w", err)
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("dev issuer: shutdown: %w", err)
-	}
-	return nil
-}
-
-// devIssuerJSON writes v as JSON; the dev issuer has no other response type.
-func devIssuerJSON(w http.ResponseWriter, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(b) // the client hung up; nothing to do
-}
-
-// jwkThumbprint is the RFC 7638 thumbprint of an RSA JWK, a stable kid.
-func jwkThumbprint(jwk map[string]string) string {
-	canon := `{"e":"` + jwk["e"] + `","kty":"RSA","n":"` + jwk["n"] + `"}`
-	sum := sha256.Sum256([]byte(canon))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
-// signRS256 produces a compact JWS; only the dev issuer signs tokens.
-func signRS256(key *rsa.PrivateKey, kid string, claims map[string]any) (string, error) {
-	hdr, err := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": kid})
-	if err != nil {
-		return "", err
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		return "", err
-	}
-	input := base64.RawURLEncoding.EncodeToString(hdr) + "." + base64.RawURLEncoding.EncodeToString(payload)
-	digest := sha256.Sum256([]byte(input))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
-	if err != nil {
-		return "", err
-	}
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
-}
-
-// devShellQuote single-quotes s for a POSIX shell export line.
-func devShellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -13,25 +13,6 @@ import (
 	"time"
 )
 
-func BenchmarkEquations(b *testing.B) {
-	for _, bm := range []struct {
-		name string
-		f    func() float64
-	}{
-		{"2021", func() float64 { return ckdEPI2021(88/umolPerMgDL, 50, male) }},
-		{"2009", func() float64 { return ckdEPI2009(88/umolPerMgDL, 50, female) }},
-		{"2021CrCys", func() float64 { return ckdEPI2021CrCys(88/umolPerMgDL, 0.9, 50, male) }},
-	} {
-		b.Run(bm.name, func(b *testing.B) {
-			var sink float64
-			for b.Loop() {
-				sink += bm.f()
-			}
-			_ = sink
-		})
-	}
-}
-
 // BenchmarkEGFRHandler is POST /egfr through the whole middleware stack, logging JSON to io.Discard
 // through the service's log handler.
 func BenchmarkEGFRHandler(b *testing.B) {

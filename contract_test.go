@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -132,6 +134,108 @@ func TestSpecPatientExampleIsRealOutput(t *testing.T) {
 	if diff := cmp.Diff(withoutServerMeta(resEx.(map[string]any)), withoutServerMeta(got)); diff != "" {
 		t.Errorf("create response differs from the documented example (-spec +got):\n%s", diff)
 	}
+}
+
+// TestSpecExamplesAreAccepted replays the spec as Swagger UI's "Try it out" sends it: every operation,
+// with each documented example of its parameters (path, query and header) and of its request body,
+// and a token with every scope. Each must succeed: an example that gets a 4xx would teach a reader
+// something the service refuses. Writes run before reads and deletes last, as a user would try them,
+// so the PUT example (an update-as-create of the documented id) makes the reads find a Patient.
+func TestSpecExamplesAreAccepted(t *testing.T) {
+	spec := mustSpec(t)
+	h := newTestServer(t)
+	token := localTestIssuer(t).token(t, allScopes)
+	type call struct {
+		method, path string
+		op           map[string]any
+		params       []any
+	}
+	var calls []call
+	for p, item := range spec["paths"].(map[string]any) {
+		item := item.(map[string]any)
+		pathParams, _ := item["parameters"].([]any)
+		for m, op := range item {
+			if m == "parameters" {
+				continue
+			}
+			op := op.(map[string]any)
+			params, _ := op["parameters"].([]any)
+			calls = append(calls, call{strings.ToUpper(m), p, op, append(slices.Clone(pathParams), params...)})
+		}
+	}
+	order := map[string]int{"POST": 0, "PUT": 1, "GET": 2, "DELETE": 3}
+	slices.SortFunc(calls, func(a, b call) int {
+		if c := order[a.method] - order[b.method]; c != 0 {
+			return c
+		}
+		return strings.Compare(a.path, b.path)
+	})
+	n := 0
+	for _, c := range calls {
+		path, query, headers := c.path, url.Values{}, http.Header{}
+		for _, p := range c.params {
+			p := resolveRef(spec, p)
+			ex, ok := p["example"]
+			if !ok {
+				continue
+			}
+			v := fmt.Sprint(ex)
+			switch p["in"] {
+			case "path":
+				path = strings.ReplaceAll(path, "{"+p["name"].(string)+"}", url.PathEscape(v))
+			case "query":
+				query.Set(p["name"].(string), v)
+			case "header":
+				headers.Set(p["name"].(string), v)
+			}
+		}
+		if len(query) > 0 {
+			path += "?" + query.Encode()
+		}
+		bodies := map[string]string{"": ""} // example name -> body; one empty body without a requestBody
+		ctype := ""
+		if rb, ok := c.op["requestBody"].(map[string]any); ok {
+			bodies = map[string]string{}
+			for ct, media := range resolveRef(spec, rb)["content"].(map[string]any) {
+				media := media.(map[string]any)
+				add := func(name string, v any) {
+					b, _ := json.Marshal(v)
+					if ct == "application/x-www-form-urlencoded" {
+						form := url.Values{}
+						for k, fv := range v.(map[string]any) {
+							form.Set(k, fmt.Sprint(fv))
+						}
+						b = []byte(form.Encode())
+					}
+					bodies[name] = string(b)
+					ctype = ct
+				}
+				if ex, ok := media["example"]; ok {
+					add(ct, ex)
+				}
+				for name, ex := range mapOf(media["examples"]) {
+					add(ct+" "+name, ex.(map[string]any)["value"])
+				}
+			}
+			if len(bodies) == 0 {
+				t.Errorf("%s %s: the request body has no example", c.method, c.path)
+			}
+		}
+		for name, body := range bodies {
+			req := httptest.NewRequest(c.method, path, strings.NewReader(body))
+			maps.Copy(req.Header, headers)
+			req.Header.Set("Authorization", "Bearer "+token)
+			if ctype != "" {
+				req.Header.Set("Content-Type", ctype)
+			}
+			res := do(t, h, req)
+			n++
+			if res.StatusCode >= 300 {
+				t.Errorf("%s %s (example %q): status %d, want 2xx:\n%s", c.method, path, name, res.StatusCode, readAll(t, res.Body))
+			}
+		}
+	}
+	t.Logf("%d example requests", n)
 }
 
 // checkContract checks one response against the spec: the operation (or, for a path no route

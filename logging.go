@@ -27,6 +27,7 @@ type bufferedLog struct {
 	done chan struct{}
 }
 
+// newBufferedLog starts the flusher, which writes what has been logged to w every interval.
 func newBufferedLog(w io.Writer, every time.Duration) *bufferedLog {
 	b := &bufferedLog{w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -45,12 +46,14 @@ func newBufferedLog(w io.Writer, every time.Duration) *bufferedLog {
 	return b
 }
 
+// Write adds a line (or several) to the batch.
 func (b *bufferedLog) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.w.Write(p)
 }
 
+// flush writes the batch to the output.
 func (b *bufferedLog) flush() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -74,14 +77,18 @@ type logHandler struct {
 	bufs *sync.Pool
 }
 
+// newLogHandler returns the handler for w, with the standard one behind it for what it does not format.
 func newLogHandler(w io.Writer) *logHandler {
 	return &logHandler{w: w, std: slog.NewJSONHandler(w, nil), bufs: &sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
 }
 
+// Enabled, WithAttrs and WithGroup are the standard handler's: a logger with attributes or groups of
+// its own formats through it.
 func (h *logHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.std.Enabled(ctx, l) }
 func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler          { return h.std.WithAttrs(as) }
 func (h *logHandler) WithGroup(name string) slog.Handler             { return h.std.WithGroup(name) }
 
+// Handle writes r as one JSON line, itself when every attribute is plain, else through the standard handler.
 func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
 	bp := h.bufs.Get().(*[]byte)
 	defer h.bufs.Put(bp)

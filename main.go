@@ -36,6 +36,7 @@ var openapiJSON []byte
 //go:embed docs/index.html docs/init.js docs/swagger-ui-bundle.js docs/swagger-ui.css docs/favicon-16x16.png docs/favicon-32x32.png docs/LICENSE docs/NOTICE docs/swagger-ui-bundle.js.LICENSE.txt
 var docsFiles embed.FS
 
+// main runs the service with the process's arguments, environment and standard streams.
 func main() {
 	ctx := context.Background()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -81,13 +82,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 	cfg.auth = auth
 	return cfg, nil
 }
-
-// The dev issuer (go run . dev-issuer) listens here and mints tokens for this audience; the
-// service trusts it only when OIDC_ISSUER names it, and only loopback issuers may be plain http.
-const (
-	devIssuerAddr     = "127.0.0.1:9000"
-	devIssuerAudience = "clinicalapi"
-)
 
 // servedSpec is the embedded openapi.json with the deployment's OpenID Connect discovery URL filled
 // in (or that scheme removed when auth is not configured), and /egfr's security made mandatory
@@ -178,26 +172,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		<-served
 		return fmt.Errorf("openapi.json: %w", err)
 	}
-	var v *verifier
-	if cfg.auth.Enabled {
-		v = newVerifier(cfg.auth, nil, time.Now, log)
-		go v.start(ctx)
-		log.Info("auth: OIDC bearer tokens required on /Patient", "issuer", cfg.auth.Issuer, "audience", cfg.auth.Audience,
-			"algorithms", cfg.auth.Algorithms, "egfr_auth_required", cfg.auth.EGFRRequired)
-	} else {
-		log.Warn("auth: not configured; /Patient routes answer 401 until OIDC_ISSUER and OIDC_AUDIENCE are set")
-	}
+	v := startVerifier(ctx, cfg.auth, log)
 	ready := func() bool { return up.Load() && store.Ready() && (v == nil || v.ready()) }
 	h.set(newServer(log, cfg, ready, spec, docs, store, v))
 	up.Store(true)
 	return <-served
 }
 
+// startVerifier starts fetching the issuer's keys in the background and returns the verifier, or nil
+// when auth is not configured (the Patient routes then refuse every request).
+func startVerifier(ctx context.Context, auth authConfig, log *slog.Logger) *verifier {
+	if !auth.Enabled {
+		log.Warn("auth: not configured; /Patient routes answer 401 until OIDC_ISSUER and OIDC_AUDIENCE are set")
+		return nil
+	}
+	v := newVerifier(auth, nil, time.Now, log)
+	go v.start(ctx)
+	log.Info("auth: OIDC bearer tokens required on /Patient", "issuer", auth.Issuer, "audience", auth.Audience,
+		"algorithms", auth.Algorithms, "egfr_auth_required", auth.EGFRRequired)
+	return v
+}
+
 // swapHandler serves whichever handler was set last: the start-up handler while the journal
 // replays, then the service.
 type swapHandler struct{ h atomic.Pointer[http.Handler] }
 
+// set makes h the handler for every request from now on.
 func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+
+// ServeHTTP passes the request to the current handler.
 func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	(*s.h.Load()).ServeHTTP(w, r)
 }

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 )
 
 // The equations below are the published CKD-EPI equations; every constant is cited at its use.
@@ -169,363 +165,197 @@ const (
 	maxCystatinC  = 10.0
 )
 
-// fieldError is one problem with a request, in the shape FastAPI users know: loc names the field.
-type fieldError struct {
-	Loc    []string `json:"loc"`
-	Msg    string   `json:"msg"`
-	Type   string   `json:"type"`
-	status int      // 400 for a body that is not the right JSON, 422 for a well-formed but invalid value
+// badJSON is a problem with the JSON itself (400); badValue one with a well-formed value (422).
+func badJSON(loc []string, typ, msg string) *fieldError {
+	return &fieldError{Loc: loc, Msg: msg, Type: typ, status: 400}
 }
 
-func badJSON(loc []string, typ, msg string) fieldError {
-	return fieldError{Loc: loc, Msg: msg, Type: typ, status: 400}
-}
-
-func badValue(loc []string, typ, msg string) fieldError {
-	return fieldError{Loc: loc, Msg: msg, Type: typ, status: 422}
+func badValue(loc []string, typ, msg string) *fieldError {
+	return &fieldError{Loc: loc, Msg: msg, Type: typ, status: 422}
 }
 
 // egfrFields are the body's fields in the order problems are reported.
 var egfrFields = [...]string{"sex", "serum_creatinine_umol_l", "age", "formula", "serum_cystatin_c_mg_l"}
 
-// parseEGFRRequest decodes and validates a POST /egfr body, reporting every problem at once in field
-// order. encoding/json alone would accept `Sex` for `sex`, keep the last of duplicate keys and stop at
-// the first type error, so the object is walked key by key.
+// egfrMaxDepth caps the nesting of a POST /egfr body, whose valid form is one flat object.
+const egfrMaxDepth = 16
+
+// parseEGFRRequest decodes and validates a POST /egfr body, reporting every problem at once: first
+// each field's, in egfrFields order, then unknown and duplicate keys in document order, then data
+// after the object. The strict reader (json.go) keeps `Sex` apart from `sex` and reports duplicate
+// keys, which encoding/json would accept silently; JSON null counts as absent.
 func parseEGFRRequest(body []byte) (egfrRequest, []fieldError) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return egfrRequest{}, []fieldError{badJSON([]string{"body"}, "json_invalid", "The request body is empty; send a JSON object.")}
+	root, dups, jerr := readJSON(body, egfrMaxDepth)
+	if jerr != nil && jerr.kind != jsonTrailing {
+		return egfrRequest{}, []fieldError{*egfrJSONError(jerr)}
 	}
-	if !utf8.Valid(body) {
-		return egfrRequest{}, []fieldError{badJSON([]string{"body"}, "json_invalid", "The request body is not valid UTF-8.")}
-	}
-	raw, ok := scanEGFRObject(body)
-	var structural []fieldError
-	if !ok { // anything unusual: the full walk, which explains every problem
-		raw, structural, ok = splitObject(body)
-		if !ok {
-			return egfrRequest{}, structural
+	field := func(name string) *jsonNode {
+		if v := root.member(name); v != nil && v.kind != jsonNull {
+			return v
 		}
+		return nil
 	}
-
-	var byField [len(egfrFields)][]fieldError
-	add := func(i int, e fieldError) { byField[i] = append(byField[i], e) }
 	var req egfrRequest
-
-	// sex (required)
-	if v := raw[fieldSex]; v == nil {
-		add(fieldSex, badValue(loc("sex"), "missing", "Field required."))
-	} else if !isJSONString(v) {
-		add(fieldSex, badJSON(loc("sex"), "string_type", "Input should be a string: \"male\" or \"female\"."))
-	} else if jsonStringIs(v, string(male)) {
-		req.Sex = male
-	} else if jsonStringIs(v, string(female)) {
-		req.Sex = female
-	} else {
-		add(fieldSex, badValue(loc("sex"), "literal_error", "Input should be \"male\" or \"female\" (lower case)."))
-	}
-
-	// serum_creatinine_umol_l (required)
-	if v := raw[fieldCreatinine]; v == nil {
-		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "missing", "Field required."))
-	} else if x, ok := jsonNumber(v); !ok {
-		add(fieldCreatinine, badJSON(loc("serum_creatinine_umol_l"), "float_type", "Input should be a number (µmol/L)."))
-	} else if math.IsInf(x, 0) {
-		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "finite_number", "Input should be a finite number (µmol/L)."))
-	} else if x <= 0 {
-		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "greater_than_equal",
-			fmt.Sprintf("Input should be a positive number of µmol/L, from %g to %g.", minCreatinine, maxCreatinine)))
-	} else if x < minCreatinine {
-		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "greater_than_equal",
-			fmt.Sprintf("Input should be at least %g µmol/L; %g looks like a value in mg/dL (mg/dL × 88.4 = µmol/L).", minCreatinine, x)))
-	} else if x > maxCreatinine {
-		add(fieldCreatinine, badValue(loc("serum_creatinine_umol_l"), "less_than_equal",
-			fmt.Sprintf("Input should be at most %g µmol/L.", maxCreatinine)))
-	} else {
-		req.CreatUmolL = x
-	}
-
-	// age (required)
-	if v := raw[fieldAge]; v == nil {
-		add(fieldAge, badValue(loc("age"), "missing", "Field required."))
-	} else if x, ok := jsonNumber(v); !ok {
-		add(fieldAge, badJSON(loc("age"), "int_type", "Input should be a whole number of years."))
-	} else if math.IsInf(x, 0) || x != math.Trunc(x) {
-		add(fieldAge, badValue(loc("age"), "int_from_float", "Input should be a whole number of years, without a fractional part."))
-	} else if x < minAge {
-		add(fieldAge, badValue(loc("age"), "greater_than_equal",
-			fmt.Sprintf("Input should be at least %d years: CKD-EPI is validated in adults only.", minAge)))
-	} else if x > maxAge {
-		add(fieldAge, badValue(loc("age"), "less_than_equal", fmt.Sprintf("Input should be at most %d years.", maxAge)))
-	} else {
-		req.Age = int(x)
-	}
-
-	// formula (optional)
-	req.Formula = formula2021
-	if v := raw[fieldFormula]; v != nil {
-		if !isJSONString(v) {
-			add(fieldFormula, badJSON(loc("formula"), "string_type", "Input should be a string: \"CKD-EPI 2021\" or \"CKD-EPI 2009\"."))
-		} else if jsonStringIs(v, formula2009) {
-			req.Formula = formula2009
-		} else if !jsonStringIs(v, formula2021) {
-			add(fieldFormula, badValue(loc("formula"), "literal_error", "Input should be \"CKD-EPI 2021\" or \"CKD-EPI 2009\"."))
-		}
-	}
-
-	// serum_cystatin_c_mg_l (optional)
-	if v := raw[fieldCystatin]; v != nil {
-		if x, ok := jsonNumber(v); !ok {
-			add(fieldCystatin, badJSON(loc("serum_cystatin_c_mg_l"), "float_type", "Input should be a number (mg/L)."))
-		} else if math.IsInf(x, 0) {
-			add(fieldCystatin, badValue(loc("serum_cystatin_c_mg_l"), "finite_number", "Input should be a finite number (mg/L)."))
-		} else if x < minCystatinC {
-			add(fieldCystatin, badValue(loc("serum_cystatin_c_mg_l"), "greater_than_equal", fmt.Sprintf("Input should be at least %g mg/L.", minCystatinC)))
-		} else if x > maxCystatinC {
-			add(fieldCystatin, badValue(loc("serum_cystatin_c_mg_l"), "less_than_equal", fmt.Sprintf("Input should be at most %g mg/L.", maxCystatinC)))
-		} else if req.Formula == formula2009 {
-			add(fieldCystatin, badValue(loc("serum_cystatin_c_mg_l"), "formula_mismatch",
-				"Cystatin C is used only by the CKD-EPI 2021 creatinine-cystatin C equation; omit it, or omit \"formula\" (or send \"CKD-EPI 2021\")."))
-		} else {
-			req.CystatinC, req.HasCystatin = x, true
-		}
-	}
-
 	var problems []fieldError
-	for _, ps := range byField {
-		problems = append(problems, ps...)
+	add := func(e *fieldError) {
+		if e != nil {
+			problems = append(problems, *e)
+		}
 	}
-	problems = append(problems, structural...)
+	var err *fieldError
+	req.Sex, err = parseSex(field("sex"))
+	add(err)
+	req.CreatUmolL, err = parseCreatinine(field("serum_creatinine_umol_l"))
+	add(err)
+	req.Age, err = parseAge(field("age"))
+	add(err)
+	req.Formula, err = parseFormula(field("formula"))
+	add(err)
+	if v := field("serum_cystatin_c_mg_l"); v != nil {
+		req.CystatinC, err = parseCystatin(v, req.Formula)
+		req.HasCystatin = err == nil
+		add(err)
+	}
+	for _, k := range root.keys {
+		if !slices.Contains(egfrFields[:], k) {
+			add(badJSON([]string{"body", k}, "extra_forbidden",
+				"Unknown field (field names are case-sensitive): expected one of "+strings.Join(egfrFields[:], ", ")+"."))
+		}
+	}
+	for _, d := range dups {
+		if len(d.path) == 1 { // a duplicate deeper down is inside a value of the wrong type, reported above
+			add(badJSON([]string{"body", d.path[0].key}, "duplicate_key", "This key appears more than once; send it once."))
+		}
+	}
+	if jerr != nil {
+		add(badJSON([]string{"body"}, "json_invalid", "The request body has data after the JSON object; send exactly one object."))
+	}
 	return req, problems
 }
 
+// egfrJSONError words why a body could not be read as a JSON object.
+func egfrJSONError(e *jsonError) *fieldError {
+	root := []string{"body"}
+	switch e.kind {
+	case jsonEmpty:
+		return badJSON(root, "json_invalid", "The request body is empty; send a JSON object.")
+	case jsonNotUTF8:
+		return badJSON(root, "json_invalid", "The request body is not valid UTF-8.")
+	case jsonTruncated:
+		return badJSON(root, "json_invalid", "The request body is not valid JSON: it ends too early.")
+	case jsonTooDeep:
+		return badJSON(root, "json_invalid", fmt.Sprintf("The request body nests JSON more than %d levels deep.", egfrMaxDepth))
+	case jsonNotObject:
+		return badJSON(root, "model_type", "The request body should be a JSON object.")
+	}
+	return badJSON(root, "json_invalid", fmt.Sprintf("The request body is not valid JSON (at byte offset %d).", e.offset))
+}
+
+// parseSex reads the required sex, male or female (lower case).
+func parseSex(v *jsonNode) (sex, *fieldError) {
+	switch {
+	case v == nil:
+		return "", badValue(loc("sex"), "missing", "Field required.")
+	case v.kind != jsonString:
+		return "", badJSON(loc("sex"), "string_type", "Input should be a string: \"male\" or \"female\".")
+	case v.text == string(male):
+		return male, nil
+	case v.text == string(female):
+		return female, nil
+	}
+	return "", badValue(loc("sex"), "literal_error", "Input should be \"male\" or \"female\" (lower case).")
+}
+
+// parseCreatinine reads the required serum creatinine in µmol/L. A small positive value is most
+// likely in mg/dL, and the message says so.
+func parseCreatinine(v *jsonNode) (float64, *fieldError) {
+	x, err := egfrNumber(v, "serum_creatinine_umol_l", "µmol/L", maxCreatinine)
+	switch {
+	case err != nil:
+		return 0, err
+	case x <= 0:
+		return 0, badValue(loc("serum_creatinine_umol_l"), "greater_than_equal",
+			fmt.Sprintf("Input should be a positive number of µmol/L, from %g to %g.", minCreatinine, maxCreatinine))
+	case x < minCreatinine:
+		return 0, badValue(loc("serum_creatinine_umol_l"), "greater_than_equal",
+			fmt.Sprintf("Input should be at least %g µmol/L; %g looks like a value in mg/dL (mg/dL × 88.4 = µmol/L).", minCreatinine, x))
+	}
+	return x, nil
+}
+
+// parseCystatin reads the optional serum cystatin C in mg/L, which only the 2021 equations use.
+func parseCystatin(v *jsonNode, formula string) (float64, *fieldError) {
+	x, err := egfrNumber(v, "serum_cystatin_c_mg_l", "mg/L", maxCystatinC)
+	switch {
+	case err != nil:
+		return 0, err
+	case x < minCystatinC:
+		return 0, badValue(loc("serum_cystatin_c_mg_l"), "greater_than_equal", fmt.Sprintf("Input should be at least %g mg/L.", minCystatinC))
+	case formula == formula2009:
+		return 0, badValue(loc("serum_cystatin_c_mg_l"), "formula_mismatch",
+			"Cystatin C is used only by the CKD-EPI 2021 creatinine-cystatin C equation; omit it, or omit \"formula\" (or send \"CKD-EPI 2021\").")
+	}
+	return x, nil
+}
+
+// egfrNumber reads a number field in unit and checks it is present, a number, finite and at most hi;
+// the caller checks the lower bound, whose message depends on the field.
+func egfrNumber(v *jsonNode, name, unit string, hi float64) (float64, *fieldError) {
+	if v == nil {
+		return 0, badValue(loc(name), "missing", "Field required.")
+	}
+	x, ok := jsonFloat(v)
+	switch {
+	case !ok:
+		return 0, badJSON(loc(name), "float_type", fmt.Sprintf("Input should be a number (%s).", unit))
+	case math.IsInf(x, 0):
+		return 0, badValue(loc(name), "finite_number", fmt.Sprintf("Input should be a finite number (%s).", unit))
+	case x > hi:
+		return 0, badValue(loc(name), "less_than_equal", fmt.Sprintf("Input should be at most %g %s.", hi, unit))
+	}
+	return x, nil
+}
+
+// parseAge reads the required age in whole years, adults only.
+func parseAge(v *jsonNode) (int, *fieldError) {
+	if v == nil {
+		return 0, badValue(loc("age"), "missing", "Field required.")
+	}
+	x, ok := jsonFloat(v)
+	switch {
+	case !ok:
+		return 0, badJSON(loc("age"), "int_type", "Input should be a whole number of years.")
+	case math.IsInf(x, 0) || x != math.Trunc(x):
+		return 0, badValue(loc("age"), "int_from_float", "Input should be a whole number of years, without a fractional part.")
+	case x < minAge:
+		return 0, badValue(loc("age"), "greater_than_equal", fmt.Sprintf("Input should be at least %d years: CKD-EPI is validated in adults only.", minAge))
+	case x > maxAge:
+		return 0, badValue(loc("age"), "less_than_equal", fmt.Sprintf("Input should be at most %d years.", maxAge))
+	}
+	return int(x), nil
+}
+
+// parseFormula reads the optional formula; absent means CKD-EPI 2021.
+func parseFormula(v *jsonNode) (string, *fieldError) {
+	switch {
+	case v == nil:
+		return formula2021, nil
+	case v.kind != jsonString:
+		return formula2021, badJSON(loc("formula"), "string_type", "Input should be a string: \"CKD-EPI 2021\" or \"CKD-EPI 2009\".")
+	case v.text == formula2009 || v.text == formula2021:
+		return v.text, nil
+	}
+	return formula2021, badValue(loc("formula"), "literal_error", "Input should be \"CKD-EPI 2021\" or \"CKD-EPI 2009\".")
+}
+
+// loc is the errors[] location of a body field.
 func loc(field string) []string { return []string{"body", field} }
 
-// egfrRaw holds each field's raw JSON value by its index in egfrFields; nil means absent or null.
-type egfrRaw [len(egfrFields)][]byte
-
-// Indexes into egfrFields and egfrRaw.
-const (
-	fieldSex = iota
-	fieldCreatinine
-	fieldAge
-	fieldFormula
-	fieldCystatin
-)
-
-// scanEGFRObject is the fast path for the common case, allocating nothing: a JSON object whose keys
-// are known, unescaped and unique, and whose values are numbers, unescaped strings or null. It gives
-// up (ok false) on anything else, and parseEGFRRequest then takes the full walk, which must agree
-// with it wherever it succeeds (FuzzEGFRFastPath checks).
-func scanEGFRObject(b []byte) (raw egfrRaw, ok bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return raw, false
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		i = skipSpace(b, i+1)
-		return raw, i == len(b)
-	}
-	var seen [len(egfrFields)]bool
-	for {
-		key, j, ok := scanPlainString(b, i)
-		if !ok {
-			return raw, false
-		}
-		f := slices.Index(egfrFields[:], string(key))
-		if f < 0 || seen[f] {
-			return raw, false
-		}
-		seen[f] = true
-		i = skipSpace(b, j)
-		if i >= len(b) || b[i] != ':' {
-			return raw, false
-		}
-		i = skipSpace(b, i+1)
-		switch {
-		case i >= len(b):
-			return raw, false
-		case b[i] == '"':
-			_, j, ok = scanPlainString(b, i)
-		case b[i] == 'n':
-			j, ok = i+4, bytes.HasPrefix(b[i:], []byte("null"))
-		default:
-			j = scanNumber(b, i)
-			ok = j > i
-		}
-		if !ok {
-			return raw, false
-		}
-		if b[i] != 'n' {
-			raw[f] = b[i:j]
-		}
-		i = skipSpace(b, j)
-		if i >= len(b) {
-			return raw, false
-		}
-		if b[i] == '}' {
-			return raw, skipSpace(b, i+1) == len(b)
-		}
-		if b[i] != ',' {
-			return raw, false
-		}
-		i = skipSpace(b, i+1)
-	}
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// scanPlainString reads a JSON string at b[i] without escapes or control characters, returning its
-// contents and the index after the closing quote.
-func scanPlainString(b []byte, i int) (s []byte, end int, ok bool) {
-	if i >= len(b) || b[i] != '"' {
-		return nil, 0, false
-	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return b[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20:
-			return nil, 0, false
-		}
-	}
-	return nil, 0, false
-}
-
-// scanNumber returns the end of the JSON number at b[i] (RFC 8259 grammar), or i if there is none.
-func scanNumber(b []byte, i int) int {
-	j := i
-	if j < len(b) && b[j] == '-' {
-		j++
-	}
-	switch {
-	case j < len(b) && b[j] == '0':
-		j++
-	case j < len(b) && b[j] >= '1' && b[j] <= '9':
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-	default:
-		return i
-	}
-	if j < len(b) && b[j] == '.' {
-		k := j + 1
-		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
-			k++
-		}
-		if k == j+1 {
-			return i
-		}
-		j = k
-	}
-	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
-		k := j + 1
-		if k < len(b) && (b[k] == '+' || b[k] == '-') {
-			k++
-		}
-		d := k
-		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
-			k++
-		}
-		if k == d {
-			return i
-		}
-		j = k
-	}
-	return j
-}
-
-// splitObject walks a JSON object's top level with encoding/json. It returns each known field's raw
-// value, with JSON null treated as absent, and the structural problems: unknown and duplicate keys,
-// and whatever stops the walk (malformed JSON, a non-object, a second value); ok is false when the
-// body is unusable.
-func splitObject(body []byte) (raw egfrRaw, problems []fieldError, ok bool) {
-	root := []string{"body"}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	malformed := func(err error) []fieldError {
-		msg := "The request body is not valid JSON."
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			msg = fmt.Sprintf("The request body is not valid JSON (at byte offset %d).", se.Offset)
-		} else if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			msg = "The request body is not valid JSON: it ends too early."
-		}
-		return append(problems, badJSON(root, "json_invalid", msg))
-	}
-	if tok, err := dec.Token(); err != nil {
-		return raw, malformed(err), false
-	} else if tok != json.Delim('{') {
-		return raw, []fieldError{badJSON(root, "model_type", "The request body should be a JSON object.")}, false
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return raw, malformed(err), false
-		}
-		key := tok.(string) // inside an object, Token returns keys as strings
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return raw, malformed(err), false
-		}
-		f := slices.Index(egfrFields[:], key)
-		switch {
-		case seen[key]:
-			problems = append(problems, badJSON([]string{"body", key}, "duplicate_key", "This key appears more than once; send it once."))
-		case f < 0:
-			problems = append(problems, badJSON([]string{"body", key}, "extra_forbidden",
-				"Unknown field (field names are case-sensitive): expected one of "+strings.Join(egfrFields[:], ", ")+"."))
-		case string(v) != "null":
-			raw[f] = v
-		}
-		seen[key] = true
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return raw, malformed(err), false
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		problems = append(problems, badJSON(root, "json_invalid", "The request body has data after the JSON object; send exactly one object."))
-	}
-	return raw, problems, true
-}
-
-// isJSONString reports whether a raw JSON value is a string.
-func isJSONString(v []byte) bool { return len(v) > 0 && v[0] == '"' }
-
-// jsonStringIs reports whether the raw JSON string v has the value want, without copying it unless
-// it has escapes.
-func jsonStringIs(v []byte, want string) bool {
-	if !bytes.Contains(v, []byte{'\\'}) {
-		return string(v[1:len(v)-1]) == want
-	}
-	var s string
-	return json.Unmarshal(v, &s) == nil && s == want
-}
-
-// jsonNumber reports the value of a raw JSON number; a number too large for float64 is ±Inf.
-func jsonNumber(v []byte) (float64, bool) {
-	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+// jsonFloat reports the value of a JSON number; a number too large for float64 is ±Inf.
+func jsonFloat(v *jsonNode) (float64, bool) {
+	if v.kind != jsonNumber {
 		return 0, false
 	}
-	x, err := strconv.ParseFloat(string(v), 64)
-	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		return 0, false
-	}
-	return x, true
-}
-
-// problem is an RFC 9457 problem details body, with FastAPI-style errors and the request ID as extensions.
-type problem struct {
-	Type      string       `json:"type"`
-	Title     string       `json:"title"`
-	Status    int          `json:"status"`
-	Detail    string       `json:"detail"`
-	Errors    []fieldError `json:"errors,omitempty"`
-	RequestID string       `json:"request_id"`
+	x, err := strconv.ParseFloat(v.text, 64)
+	return x, err == nil || errors.Is(err, strconv.ErrRange)
 }

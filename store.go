@@ -339,34 +339,12 @@ func (s *journalStore) replay() error {
 	var off int64
 	torn := false
 	for off < size {
-		rest := data[off:]
-		if len(rest) < recordHeaderSize {
-			torn = true
+		payload, n, reason := nextRecord(data, off)
+		if torn = n == 0 && reason == ""; torn {
 			break
 		}
-		n := binary.LittleEndian.Uint32(rest[0:4])
-		if crc32c(rest[0:8]) != binary.LittleEndian.Uint32(rest[8:12]) {
-			if allZeroBytes(rest) {
-				torn = true
-				break
-			}
-			return s.corrupt(off, "header checksum mismatch")
-		}
-		if n == 0 || n > maxRecordPayload {
-			return s.corrupt(off, fmt.Sprintf("payload length %d outside 1..%d", n, maxRecordPayload))
-		}
-		end := recordHeaderSize + int64(n)
-		if int64(len(rest)) < end {
-			torn = true
-			break
-		}
-		payload := rest[recordHeaderSize:end]
-		if crc32c(payload) != binary.LittleEndian.Uint32(rest[4:8]) {
-			if (int64(len(rest)) == end || allZeroBytes(rest[end:])) && hasZeroedSector(data, off, off+end) {
-				torn = true
-				break
-			}
-			return s.corrupt(off, "payload checksum mismatch")
+		if reason != "" {
+			return s.corrupt(off, reason)
 		}
 		id, version, sv, err := decodePayload(payload)
 		if err != nil {
@@ -377,7 +355,7 @@ func (s *journalStore) replay() error {
 			return s.corrupt(off, fmt.Sprintf("version %d of patient %q follows version %d", version, id, len(hist)))
 		}
 		s.byID[id] = append(hist, sv)
-		off += end
+		off += n
 	}
 	if torn {
 		s.log.Warn("patient journal: cutting off torn final record left by a crash",
@@ -391,6 +369,37 @@ func (s *journalStore) replay() error {
 	}
 	s.size = off
 	return nil
+}
+
+// nextRecord checks the framing of the record at data[off:] (see the format comment) and returns its
+// payload and length. A torn tail gives n 0 and no reason; corruption gives the reason.
+func nextRecord(data []byte, off int64) (payload []byte, n int64, reason string) {
+	rest := data[off:]
+	if len(rest) < recordHeaderSize {
+		return nil, 0, ""
+	}
+	length := binary.LittleEndian.Uint32(rest[0:4])
+	if crc32c(rest[0:8]) != binary.LittleEndian.Uint32(rest[8:12]) {
+		if allZeroBytes(rest) {
+			return nil, 0, ""
+		}
+		return nil, 0, "header checksum mismatch"
+	}
+	if length == 0 || length > maxRecordPayload {
+		return nil, 0, fmt.Sprintf("payload length %d outside 1..%d", length, maxRecordPayload)
+	}
+	end := recordHeaderSize + int64(length)
+	if int64(len(rest)) < end {
+		return nil, 0, ""
+	}
+	payload = rest[recordHeaderSize:end]
+	if crc32c(payload) != binary.LittleEndian.Uint32(rest[4:8]) {
+		if (int64(len(rest)) == end || allZeroBytes(rest[end:])) && hasZeroedSector(data, off, off+end) {
+			return nil, 0, ""
+		}
+		return nil, 0, "payload checksum mismatch"
+	}
+	return payload, end, ""
 }
 
 // corrupt makes the error for a bad record at off.

@@ -1,0 +1,421 @@
+package main
+
+// The FHIR R4 Patient REST handlers (R4 http.html): the service root is the FHIR base, as in the
+// handbook. Each reads its input, validates it (patient.go, search.go), calls the store (store.go)
+// and writes the resource, Bundle or OperationOutcome (errors.go).
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// fhirContentType is the media type of every FHIR response (R4 http.html: charset SHALL be utf-8).
+const fhirContentType = "application/fhir+json; charset=utf-8"
+
+// maxFHIRBody caps FHIR request bodies; the largest official Patient example is under 20 KiB.
+const maxFHIRBody = 1 << 20
+
+// handlePatientCreate serves POST /Patient: validate, assign an id and version 1, persist, return.
+func handlePatientCreate(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readBody(w, r, nil, maxFHIRBody, "application/fhir+json", "application/json")
+		if !ok {
+			return
+		}
+		p, issues, status := parsePatient(body, true)
+		if status != 0 {
+			writeOutcome(w, status, issues...)
+			return
+		}
+		id := newUUID()
+		v, err := store.Create(r.Context(), id, p.build(id))
+		if err != nil {
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+			return
+		}
+		w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+		writeVersion(w, r, http.StatusCreated, v)
+	})
+}
+
+// handlePatientRead serves GET /Patient/{id}; a deleted Patient is 410.
+func handlePatientRead(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		v, err := store.Read(r.Context(), id)
+		switch {
+		case err != nil:
+			writeStoreError(w, r, log, err, noPatient(id), fhirIssue{})
+		case v.Deleted:
+			writeOutcome(w, http.StatusGone, fhirError("deleted", "",
+				fmt.Sprintf("Patient %q was deleted (version %d); earlier versions remain readable in its history.", id, v.Version)))
+		default:
+			writeVersion(w, r, http.StatusOK, v)
+		}
+	})
+}
+
+// handlePatientUpdate serves PUT /Patient/{id}: a new version, or version 1 of a client-chosen id
+// (update-as-create, declared in the CapabilityStatement). If-Match makes it conditional.
+func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		ifMatch, ok := parseIfMatch(r.Header.Values("If-Match"))
+		if !ok {
+			writeOutcome(w, http.StatusBadRequest, fhirError("value", "", `If-Match must be one version ETag such as W/"3".`))
+			return
+		}
+		body, ok := readBody(w, r, nil, maxFHIRBody, "application/fhir+json", "application/json")
+		if !ok {
+			return
+		}
+		p, issues, status := parsePatient(body, false)
+		if status == 0 && p.bodyID != id {
+			status, issues = http.StatusBadRequest, []fhirIssue{fhirError("invalid", "Patient.id", fmt.Sprintf("The resource's id must equal the id in the URL (%q).", id))}
+			if p.bodyID == "" {
+				issues[0].Diagnostics = fmt.Sprintf("The resource has no id; an update must carry the id in the URL (%q).", id)
+			}
+		}
+		if status != 0 {
+			writeOutcome(w, status, issues...)
+			return
+		}
+		v, created, err := store.Update(r.Context(), id, ifMatch, p.build(id))
+		if err != nil {
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirError("conflict", "",
+				fmt.Sprintf(`If-Match W/"%d" is not the current version of Patient %q; read it again and retry.`, ifMatch, id)))
+			return
+		}
+		status = http.StatusOK
+		if created {
+			status = http.StatusCreated
+			w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+		}
+		writeVersion(w, r, status, v)
+	})
+}
+
+// parseIfMatch reads an If-Match version ETag (W/"n", or "n"); 0 when absent.
+func parseIfMatch(values []string) (int, bool) {
+	if len(values) == 0 {
+		return 0, true
+	}
+	if len(values) > 1 {
+		return 0, false
+	}
+	tag := strings.TrimPrefix(strings.TrimSpace(values[0]), "W/")
+	if len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' {
+		return 0, false
+	}
+	n, err := strconv.Atoi(tag[1 : len(tag)-1])
+	if err != nil || n < 1 || tag[1] == '0' || tag[1] == '+' {
+		return 0, false
+	}
+	return n, true
+}
+
+// handlePatientDelete serves DELETE /Patient/{id}: it records a deleted version (history is kept) and
+// answers 204, also for an unknown or already deleted id, as FHIR allows.
+func handlePatientDelete(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		v, existed, err := store.Delete(r.Context(), id)
+		if err != nil {
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+			return
+		}
+		if existed {
+			w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// handlePatientVRead serves GET /Patient/{id}/_history/{vid}; a deleted version is 410.
+func handlePatientVRead(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		vid, err := strconv.Atoi(r.PathValue("vid"))
+		if err != nil || vid < 1 || strconv.Itoa(vid) != r.PathValue("vid") {
+			writeOutcome(w, http.StatusBadRequest, fhirError("value", "Patient.meta.versionId", "The version in the URL must be a positive whole number such as 1."))
+			return
+		}
+		v, err := store.VRead(r.Context(), id, vid)
+		switch {
+		case err != nil:
+			writeStoreError(w, r, log, err, fhirError("not-found", "Patient.meta.versionId", fmt.Sprintf("Patient %q has no version %d.", id, vid)), fhirIssue{})
+		case v.Deleted:
+			w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+			writeOutcome(w, http.StatusGone, fhirError("deleted", "", fmt.Sprintf("Version %d of Patient %q records its deletion.", vid, id)))
+		default:
+			writeVersion(w, r, http.StatusOK, v)
+		}
+	})
+}
+
+// handlePatientHistory serves GET /Patient/{id}/_history: every version, newest first.
+func handlePatientHistory(log *slog.Logger, store patientStore, baseURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		versions, err := store.History(r.Context(), id)
+		if err != nil {
+			writeStoreError(w, r, log, err, noPatient(id), fhirIssue{})
+			return
+		}
+		base := requestBase(r, baseURL)
+		b := bundle{ResourceType: "Bundle", Type: "history", Total: len(versions),
+			Link: []bundleLink{{"self", base + "/Patient/" + id + "/_history"}}}
+		for _, v := range versions {
+			e := bundleEntry{FullURL: base + "/Patient/" + id, Resource: v.Body,
+				Response: &bundleResponse{Status: "200 OK", Etag: fmt.Sprintf(`W/"%d"`, v.Version),
+					LastModified: v.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}}
+			// The journal does not record the method; this is the one each version implies.
+			switch {
+			case v.Deleted:
+				e.Request, e.Response.Status = &bundleRequest{"DELETE", "Patient/" + id}, "204 No Content"
+			case v.Version == 1:
+				e.Request, e.Response.Status = &bundleRequest{"POST", "Patient"}, "201 Created"
+			default:
+				e.Request = &bundleRequest{"PUT", "Patient/" + id}
+			}
+			b.Entry = append(b.Entry, e)
+		}
+		writeJSON(w, http.StatusOK, fhirContentType, b)
+	})
+}
+
+// handlePatientSearch serves GET /Patient and POST /Patient/_search (form-encoded parameters,
+// merged with any in the URL): a searchset Bundle of the current matches, paged by _count and
+// _offset, with absolute self, next and previous links.
+func handlePatientSearch(log *slog.Logger, store patientStore, baseURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		params := r.URL.Query()
+		if r.Method == http.MethodPost {
+			body, ok := readBody(w, r, nil, maxFHIRBody, "application/x-www-form-urlencoded")
+			if !ok {
+				return
+			}
+			form, err := url.ParseQuery(string(body))
+			if err != nil {
+				writeOutcome(w, http.StatusBadRequest, fhirError("invalid", "", "The form body is not valid application/x-www-form-urlencoded."))
+				return
+			}
+			for k, vs := range form {
+				params[k] = append(params[k], vs...)
+			}
+		}
+		q, self, issues := parsePatientSearch(params, preference(r.Header.Values("Prefer"), "handling") == "strict")
+		if len(issues) > 0 {
+			writeOutcome(w, http.StatusBadRequest, issues...)
+			return
+		}
+		total, page, err := store.Search(r.Context(), q)
+		if err != nil {
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+			return
+		}
+		writeJSON(w, http.StatusOK, fhirContentType, searchBundle(requestBase(r, baseURL), q, self, total, page))
+	})
+}
+
+// searchBundle is the searchset Bundle of one page of results: self, next and previous links that
+// repeat the parameters actually used, and the page's Patients.
+func searchBundle(base string, q patientQuery, self url.Values, total int, page []patientVersion) bundle {
+	link := func(rel string, offset int) bundleLink {
+		v := maps.Clone(self)
+		v.Del("_offset")
+		if offset > 0 {
+			v.Set("_offset", strconv.Itoa(offset))
+		}
+		return bundleLink{rel, base + "/Patient?" + v.Encode()}
+	}
+	b := bundle{ResourceType: "Bundle", Type: "searchset", Total: total, Link: []bundleLink{link("self", q.Offset)}}
+	if q.Count > 0 && q.Offset+q.Count < total {
+		b.Link = append(b.Link, link("next", q.Offset+q.Count))
+	}
+	if q.Offset > 0 {
+		b.Link = append(b.Link, link("previous", max(0, q.Offset-max(q.Count, 1))))
+	}
+	for _, v := range page {
+		b.Entry = append(b.Entry, bundleEntry{FullURL: base + "/Patient/" + v.ID, Resource: v.Body, Search: &bundleSearch{"match"}})
+	}
+	return b
+}
+
+// pathID returns the {id} path value, answering 400 itself when it is not a valid FHIR id.
+func pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if !validFHIRID(id) {
+		writeOutcome(w, http.StatusBadRequest, fhirError("value", "Patient.id", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'."))
+		return "", false
+	}
+	return id, true
+}
+
+// writeVersion writes a stored version with its ETag and Last-Modified, honouring
+// Prefer: return=minimal|representation|OperationOutcome (default representation).
+func writeVersion(w http.ResponseWriter, r *http.Request, status int, v patientVersion) {
+	h := w.Header()
+	h.Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+	h.Set("Last-Modified", v.LastUpdated.UTC().Format(http.TimeFormat))
+	if status != http.StatusOK || r.Method != http.MethodGet {
+		switch preferReturn(r.Header.Values("Prefer")) {
+		case "minimal":
+			w.WriteHeader(status)
+			return
+		case "OperationOutcome":
+			writeOutcome(w, status, fhirIssue{Severity: "information", Code: "informational",
+				Diagnostics: fmt.Sprintf("Patient/%s version %d stored.", v.ID, v.Version)})
+			return
+		}
+	}
+	h.Set("Content-Type", fhirContentType)
+	w.WriteHeader(status)
+	w.Write(v.Body)
+}
+
+// preferReturn is the return preference of the Prefer headers (RFC 7240), "" if none.
+func preferReturn(prefer []string) string { return preference(prefer, "return") }
+
+// preference is the value of one preference in the Prefer headers (RFC 7240), "" if absent.
+func preference(prefer []string, name string) string {
+	for _, h := range prefer {
+		for pref := range strings.SplitSeq(h, ",") {
+			k, v, _ := strings.Cut(strings.TrimSpace(pref), "=")
+			if strings.EqualFold(strings.TrimSpace(k), name) {
+				return strings.Trim(strings.TrimSpace(v), `"`)
+			}
+		}
+	}
+	return ""
+}
+
+// bundle and its parts are a FHIR R4 Bundle (history and searchset), with the elements this server
+// fills in.
+type (
+	bundle struct {
+		ResourceType string        `json:"resourceType"`
+		Type         string        `json:"type"`
+		Total        int           `json:"total"`
+		Link         []bundleLink  `json:"link"`
+		Entry        []bundleEntry `json:"entry,omitempty"`
+	}
+	bundleLink struct {
+		Relation string `json:"relation"`
+		URL      string `json:"url"`
+	}
+	bundleEntry struct {
+		FullURL  string          `json:"fullUrl"`
+		Resource json.RawMessage `json:"resource,omitempty"`
+		Search   *bundleSearch   `json:"search,omitempty"`
+		Request  *bundleRequest  `json:"request,omitempty"`
+		Response *bundleResponse `json:"response,omitempty"`
+	}
+	bundleSearch struct {
+		Mode string `json:"mode"`
+	}
+	bundleRequest struct {
+		Method string `json:"method"`
+		URL    string `json:"url"`
+	}
+	bundleResponse struct {
+		Status       string `json:"status"`
+		Etag         string `json:"etag"`
+		LastModified string `json:"lastModified"`
+	}
+)
+
+// requestBase is the absolute FHIR base for fullUrl and links: BASE_URL when set, else the
+// request's own scheme and host (behind a proxy, set BASE_URL).
+func requestBase(r *http.Request, baseURL string) string {
+	if baseURL != "" {
+		return baseURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// handleMetadata serves the CapabilityStatement: what this server really supports, and nothing else.
+func handleMetadata(capability []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", fhirContentType)
+		w.Write(capability)
+	})
+}
+
+// capabilityStatement declares exactly the interactions this server supports (R4 capabilitystatement.html).
+func capabilityStatement() []byte {
+	b, err := json.Marshal(map[string]any{
+		"resourceType": "CapabilityStatement",
+		"status":       "active",
+		"date":         "2026-11-26",
+		"publisher":    "Clinical API maintainers",
+		"kind":         "instance",
+		"software":     map[string]any{"name": "clinicalapi", "version": "0.1.0"},
+		"implementation": map[string]any{
+			"description": "Clinical API: FHIR R4 Patient server (JSON only)",
+		},
+		"fhirVersion": "4.0.1",
+		"format":      []string{"application/fhir+json", "json"},
+		"rest": []any{map[string]any{
+			"mode": "server",
+			"resource": []any{map[string]any{
+				"type":    "Patient",
+				"profile": "http://hl7.org/fhir/StructureDefinition/Patient",
+				"interaction": []any{
+					map[string]any{"code": "create"}, map[string]any{"code": "read"}, map[string]any{"code": "vread"},
+					map[string]any{"code": "update"}, map[string]any{"code": "delete"}, map[string]any{"code": "history-instance"},
+					map[string]any{"code": "search-type"},
+				},
+				"searchParam": []any{
+					map[string]any{"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+					map[string]any{"name": "identifier", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Patient-identifier",
+						"documentation": "system|value, value, |value or system|"},
+					map[string]any{"name": "family", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/individual-family",
+						"documentation": "Case- and accent-insensitive prefix; :exact and :contains supported"},
+					map[string]any{"name": "given", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/individual-given",
+						"documentation": "Case- and accent-insensitive prefix; :exact and :contains supported"},
+					map[string]any{"name": "name", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/Patient-name",
+						"documentation": "Family, given, prefix, suffix or text; case- and accent-insensitive prefix; :exact and :contains supported"},
+					map[string]any{"name": "birthdate", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/individual-birthdate",
+						"documentation": "Prefixes eq ne gt lt ge le sa eb ap; year, month or day precision"},
+					map[string]any{"name": "gender", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/individual-gender"},
+				},
+				"versioning":        "versioned",
+				"readHistory":       true,
+				"updateCreate":      true,
+				"conditionalCreate": false,
+				"conditionalUpdate": false,
+				"conditionalDelete": "not-supported",
+			}},
+		}},
+	})
+	if err != nil {
+		panic(err) // a literal that always encodes
+	}
+	return b
+}
