@@ -128,17 +128,21 @@ func newServer(log *slog.Logger, cfg config, ready func() bool, spec []byte, doc
 
 // handleEGFR serves POST /egfr: decode, validate, compute, encode.
 func handleEGFR() http.Handler {
-	// Request bodies are read into pooled buffers: this is the hot path, and a body is under 200
-	// bytes. The response is encoded into the same buffer once the body has been parsed.
-	bufs := sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	// This is the hot path: the buffer a body is read into (then the response encoded into) and the
+	// JSON reader are pooled, so a request allocates almost nothing of its own.
+	type scratch struct {
+		buf  bytes.Buffer
+		json jsonReader
+	}
+	pool := sync.Pool{New: func() any { return new(scratch) }}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		buf := bufs.Get().(*bytes.Buffer)
-		defer bufs.Put(buf)
-		body, ok := readBody(w, r, buf, maxEGFRBody, "application/json")
+		s := pool.Get().(*scratch)
+		defer pool.Put(s)
+		body, ok := readBody(w, r, &s.buf, maxEGFRBody, "application/json")
 		if !ok {
 			return
 		}
-		req, problems := parseEGFRRequest(body)
+		req, problems := parseEGFRWith(&s.json, body)
 		if len(problems) > 0 {
 			status := http.StatusUnprocessableEntity
 			for _, p := range problems {
@@ -149,7 +153,7 @@ func handleEGFR() http.Handler {
 			writeProblem(w, r, status, problemDetail(problems), problems)
 			return
 		}
-		out := req.compute().appendJSON(buf.AvailableBuffer()[:0])
+		out := req.compute().appendJSON(s.buf.AvailableBuffer()[:0])
 		w.Header()["Content-Type"] = []string{"application/json"}
 		w.WriteHeader(http.StatusOK)
 		w.Write(out)
@@ -185,14 +189,12 @@ func readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer, limit i
 		buf = new(bytes.Buffer)
 	}
 	buf.Reset()
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		writeError(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The request body is larger than %d bytes.", limit), "body")
-		return nil, false
-	case err != nil:
-		writeError(w, r, http.StatusBadRequest, "The request body could not be read.", "body")
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+		if tooBig := new(http.MaxBytesError); errors.As(err, &tooBig) {
+			writeError(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The request body is larger than %d bytes.", limit), "body")
+		} else {
+			writeError(w, r, http.StatusBadRequest, "The request body could not be read.", "body")
+		}
 		return nil, false
 	}
 	return buf.Bytes(), true

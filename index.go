@@ -21,20 +21,19 @@ type patientIndex struct {
 	mu sync.RWMutex
 	// entries has every id ever recorded, deleted ones included, so that a version older than the
 	// recorded one (Each's snapshot racing OnCommit at start-up) is recognised and ignored.
-	entries    map[string]*ixEntry
-	bySysValue map[tokenValue][]*ixEntry // identifier system+value (AnySystem false)
-	byValue    map[string][]*ixEntry     // identifier value, whatever the system
-	// byNameKey holds each patient under the first nameKeyLen bytes of every folded family, given,
-	// prefix, suffix and text: a string search whose folded value is at least that long only needs to
-	// check that one bucket.
-	byNameKey map[string][]*ixEntry
+	entries map[string]*ixEntry
+	// postings holds each live patient under every key a lookup starts from (see postingKeys): its
+	// identifiers with and without their system, and the first nameKeyLen bytes of every folded family,
+	// given, prefix, suffix and text, so a string search whose folded value is at least that long only
+	// needs to check that one bucket.
+	postings map[string][]*ixEntry
 	// order lists entries sorted by id for scans; it may still hold entries deleted since it was built
 	// (scans skip them). pending holds entries added since, unsorted, until flush merges them in: a
 	// replay of 100k patients appends 100k pointers and the first scanning search sorts them once.
 	order, pending []*ixEntry
 }
 
-// nameKeyLen is the length in bytes of the byNameKey bucket keys. Three keeps buckets small (a few
+// nameKeyLen is the length in bytes of the name posting keys. Three keeps buckets small (a few
 // hundred patients per 100k for common surname starts) while most searches are at least that long;
 // shorter values fall back to a scan.
 const nameKeyLen = 3
@@ -56,41 +55,19 @@ type ixEntry struct {
 // serving, then keep it current from journalOptions.OnCommit.
 func newPatientIndex() *patientIndex {
 	return &patientIndex{
-		entries:    map[string]*ixEntry{},
-		bySysValue: map[tokenValue][]*ixEntry{},
-		byValue:    map[string][]*ixEntry{},
-		byNameKey:  map[string][]*ixEntry{},
+		entries:  map[string]*ixEntry{},
+		postings: map[string][]*ixEntry{},
 	}
 }
 
-// indexFields reads what the index needs from a stored Patient. The strict reader's strings point
-// into its copy of the body; the index keeps copies of just these fields, so that copy can be freed.
-// Stored bodies are valid Patients, so this reads without validating again.
+// indexFields reads what the index needs from a stored Patient; stored bodies are valid Patients,
+// so it reads without validating again.
 func indexFields(body []byte) patientSearchFields {
 	tree, issues := readFHIRJSON(body)
 	if len(issues) > 0 {
 		return patientSearchFields{} // cannot happen for stored bodies; such a patient is findable by _id only
 	}
-	f := (&patientResource{root: tree}).searchFields()
-	clone := func(ss ...*string) {
-		for _, s := range ss {
-			*s = strings.Clone(*s)
-		}
-	}
-	clone(&f.Gender, &f.BirthDate)
-	for i := range f.Identifiers {
-		clone(&f.Identifiers[i].System, &f.Identifiers[i].Value)
-	}
-	for i := range f.Names {
-		n := &f.Names[i]
-		clone(&n.Family, &n.Text)
-		for _, parts := range [][]string{n.Given, n.Prefix, n.Suffix} {
-			for j := range parts {
-				clone(&parts[j])
-			}
-		}
-	}
-	return f
+	return (&patientResource{root: tree}).searchFields()
 }
 
 // update records version v (call it from journalOptions.OnCommit, and for every version from store.Each
@@ -134,14 +111,8 @@ func (ix *patientIndex) update(v patientVersion) {
 	if !e.live {
 		return
 	}
-	for _, id := range uniqueIdentifiers(f.Identifiers) {
-		addToSet(ix.bySysValue, tokenValue{System: id.System, Value: id.Value}, e)
-	}
-	for _, v := range uniqueValues(f.Identifiers) {
-		addToSet(ix.byValue, v, e)
-	}
-	for _, k := range nameKeys(folded) {
-		addToSet(ix.byNameKey, k, e)
+	for _, k := range postingKeys(f.Identifiers, folded) {
+		ix.postings[k] = append(ix.postings[k], e)
 	}
 	if !e.listed {
 		e.listed = true
@@ -149,71 +120,47 @@ func (ix *patientIndex) update(v patientVersion) {
 	}
 }
 
-// unlink removes the live entry e from the identifier and name maps, dropping sets that become empty.
+// unlink removes the live entry e from its postings, dropping postings that become empty.
 func (ix *patientIndex) unlink(e *ixEntry) {
-	for _, id := range uniqueIdentifiers(e.fields.Identifiers) {
-		removeFromSet(ix.bySysValue, tokenValue{System: id.System, Value: id.Value}, e)
-	}
-	for _, v := range uniqueValues(e.fields.Identifiers) {
-		removeFromSet(ix.byValue, v, e)
-	}
-	for _, k := range nameKeys(e.folded) {
-		removeFromSet(ix.byNameKey, k, e)
-	}
-}
-
-// uniqueIdentifiers lists one patient's identifiers once each, so that each bucket holds an entry at
-// most once (buckets are slices, far smaller than per-key sets at 100k patients); so do uniqueValues
-// and nameKeys.
-func uniqueIdentifiers(ids []patientIdentifier) []patientIdentifier {
-	var out []patientIdentifier
-	for _, id := range ids {
-		if !slices.Contains(out, id) {
-			out = append(out, id)
+	for _, k := range postingKeys(e.fields.Identifiers, e.folded) {
+		set := ix.postings[k]
+		if i := slices.Index(set, e); i >= 0 {
+			set[i] = set[len(set)-1]
+			set[len(set)-1] = nil
+			if set = set[:len(set)-1]; len(set) == 0 {
+				delete(ix.postings, k)
+			} else {
+				ix.postings[k] = set
+			}
 		}
 	}
-	return out
 }
 
-// uniqueValues lists the identifier values once each.
-func uniqueValues(ids []patientIdentifier) []string {
+// postingKeys lists a patient's posting keys once each, so that each posting holds an entry at most
+// once (postings are slices, far smaller than per-key sets at 100k patients). The separator cannot
+// occur in a stored identifier: FHIR strings hold no control characters.
+func postingKeys(ids []patientIdentifier, folded []patientName) []string {
 	var out []string
-	for _, id := range ids {
-		if !slices.Contains(out, id.Value) {
-			out = append(out, id.Value)
-		}
-	}
-	return out
-}
-
-// nameKeys lists the byNameKey buckets of every name part once each.
-func nameKeys(names []patientName) []string {
-	var out []string
-	eachNamePart(names, func(s string) {
-		if k := nameKey(s); !slices.Contains(out, k) {
+	add := func(k string) {
+		if !slices.Contains(out, k) {
 			out = append(out, k)
 		}
-	})
+	}
+	for _, id := range ids {
+		add(identifierKey(tokenValue{System: id.System, Value: id.Value}))
+		add(identifierKey(tokenValue{Value: id.Value, AnySystem: true}))
+	}
+	eachNamePart(folded, func(s string) { add("n" + nameKey(s)) })
 	return out
 }
 
-// addToSet adds e to the set m[k], making the set if needed.
-func addToSet[K comparable](m map[K][]*ixEntry, k K, e *ixEntry) {
-	m[k] = append(m[k], e)
-}
-
-// removeFromSet removes e from the set m[k], deleting the set once it is empty.
-func removeFromSet[K comparable](m map[K][]*ixEntry, k K, e *ixEntry) {
-	set := m[k]
-	if i := slices.Index(set, e); i >= 0 {
-		set[i] = set[len(set)-1]
-		set[len(set)-1] = nil
-		if set = set[:len(set)-1]; len(set) == 0 {
-			delete(m, k)
-		} else {
-			m[k] = set
-		}
+// identifierKey is the posting key of an identifier token with a value: with a system (or none,
+// `|value`), or in any system.
+func identifierKey(t tokenValue) string {
+	if t.AnySystem {
+		return "v" + t.Value
 	}
+	return "i" + t.System + "\x00" + t.Value
 }
 
 // eachNamePart calls fn with every non-empty family, given, prefix, suffix and text of names.
@@ -234,7 +181,7 @@ func eachNamePart(names []patientName, fn func(string)) {
 	}
 }
 
-// nameKey is the byNameKey bucket of the folded string s: its first nameKeyLen bytes.
+// nameKey is the name posting key of the folded string s: its first nameKeyLen bytes.
 func nameKey(s string) string {
 	return s[:min(len(s), nameKeyLen)]
 }
@@ -340,7 +287,7 @@ const (
 	sourceScan       querySource = iota // every patient, in id order
 	sourceID                            // the first _id clause
 	sourceIdentifier                    // the first identifier clause without a `system|` value
-	sourceName                          // the first string clause usable with byNameKey
+	sourceName                          // the first string clause the name postings can answer
 )
 
 // sourceFor picks the most selective index q can use: _id, then identifier (unless a value is
@@ -361,7 +308,7 @@ func sourceFor(q *patientQuery) querySource {
 	return sourceScan
 }
 
-// nameClause returns the index of the first string clause that byNameKey can answer, or -1.
+// nameClause returns the index of the first string clause the name postings can answer, or -1.
 func nameClause(q *patientQuery) int {
 	return slices.IndexFunc(q.Strings, func(c stringClause) bool {
 		return c.Modifier != "contains" && !slices.ContainsFunc(c.Values, func(v string) bool {
@@ -385,15 +332,11 @@ func (ix *patientIndex) candidates(q *patientQuery, src querySource) []*ixEntry 
 			return !slices.ContainsFunc(clause, func(t tokenValue) bool { return t.Value == "" })
 		})
 		for _, t := range q.Identifiers[i] {
-			m := ix.byValue[t.Value]
-			if !t.AnySystem {
-				m = ix.bySysValue[t]
-			}
-			out = append(out, m...)
+			out = append(out, ix.postings[identifierKey(t)]...)
 		}
 	case sourceName:
 		for _, v := range q.Strings[nameClause(q)].Values {
-			out = append(out, ix.byNameKey[nameKey(foldString(v))]...)
+			out = append(out, ix.postings["n"+nameKey(foldString(v))]...)
 		}
 	}
 	return out

@@ -117,6 +117,13 @@ type jsonError struct {
 // It allocates a few slabs per document rather than per value: strings without escapes and number
 // literals are substrings of one copy of the body.
 func readJSON(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, err *jsonError) {
+	return new(jsonReader).read(body, maxDepth)
+}
+
+// read is readJSON with r's memory: a small document (a POST /egfr body) is read into arrays r keeps,
+// so a reader kept for reuse reads it without allocating more than the copy of the body. What it
+// returns is valid until r's next read.
+func (r *jsonReader) read(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, err *jsonError) {
 	if !utf8.Valid(body) {
 		return nil, nil, &jsonError{kind: jsonNotUTF8, offset: invalidUTF8Offset(body)}
 	}
@@ -124,13 +131,16 @@ func readJSON(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, 
 	// '[' or a ','. (Those bytes inside strings make it an overestimate, usually a small one.)
 	members := bytes.Count(body, []byte{':'})
 	values := 1 + members + bytes.Count(body, []byte{'['}) + bytes.Count(body, []byte{','})
-	r := &jsonReader{src: string(body), maxDepth: maxDepth}
-	if values <= len(r.small.nodes) { // a small document (a POST /egfr body) needs no allocation of its own
+	r.src, r.pos, r.maxDepth, r.err, r.dups = string(body), 0, maxDepth, nil, r.dups[:0]
+	if values <= len(r.small.nodes) {
+		clear(r.small.nodes[:values])
+		clear(r.small.itemSlab[:values-1])
+		clear(r.small.keySlab[:members])
 		r.nodeSlab, r.itemSlab, r.keySlab = r.small.nodes[:values], r.small.itemSlab[:values-1], r.small.keySlab[:members]
 		r.items, r.keys, r.path = r.small.items[:0], r.small.keys[:0], r.small.path[:0]
 	} else {
 		r.nodeSlab, r.itemSlab, r.keySlab = make([]jsonNode, values), make([]*jsonNode, values-1), make([]string, members)
-		r.items, r.keys = make([]*jsonNode, 0, values-1), make([]string, 0, members)
+		r.items, r.keys, r.path = make([]*jsonNode, 0, values-1), make([]string, 0, members), nil
 	}
 	r.skipSpace()
 	if r.pos == len(r.src) {
@@ -180,7 +190,7 @@ type jsonReader struct {
 	itemSlab []*jsonNode // see carve
 	keySlab  []string    // see carve
 
-	small struct { // the slabs and stacks of a small document, allocated with the reader
+	small struct { // the slabs and stacks of a small document, kept with the reader
 		nodes    [12]jsonNode
 		itemSlab [12]*jsonNode
 		keySlab  [12]string

@@ -185,7 +185,12 @@ const egfrMaxDepth = 16
 // after the object. The strict reader (json.go) keeps `Sex` apart from `sex` and reports duplicate
 // keys, which encoding/json would accept silently; JSON null counts as absent.
 func parseEGFRRequest(body []byte) (egfrRequest, []fieldError) {
-	root, dups, jerr := readJSON(body, egfrMaxDepth)
+	return parseEGFRWith(new(jsonReader), body)
+}
+
+// parseEGFRWith is parseEGFRRequest reading with r, which the hot path reuses.
+func parseEGFRWith(r *jsonReader, body []byte) (egfrRequest, []fieldError) {
+	root, dups, jerr := r.read(body, egfrMaxDepth)
 	if jerr != nil && jerr.kind != jsonTrailing {
 		return egfrRequest{}, []fieldError{*egfrJSONError(jerr)}
 	}

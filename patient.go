@@ -896,40 +896,26 @@ func (p *patientResource) withMeta(id string, versionID string, lastUpdated time
 	return append(b, '}')
 }
 
-// searchFields returns what search needs: identifiers, names, gender and birthDate as written.
+// searchFields returns what search needs: identifiers, names, gender and birthDate as written. The
+// strings are copies, so the index that keeps them does not keep the body alive.
 func (p *patientResource) searchFields() patientSearchFields {
-	f := patientSearchFields{
-		Gender:    p.root.member("gender").str(),
-		BirthDate: p.root.member("birthDate").str(),
-	}
-	if ids := p.root.member("identifier"); ids != nil {
-		for _, id := range ids.items {
-			f.Identifiers = append(f.Identifiers, patientIdentifier{System: id.member("system").str(), Value: id.member("value").str()})
-		}
-	}
-	if names := p.root.member("name"); names != nil {
-		for _, n := range names.items {
-			f.Names = append(f.Names, patientName{
-				Family: n.member("family").str(),
-				Given:  fhirStrings(n.member("given")),
-				Prefix: fhirStrings(n.member("prefix")),
-				Suffix: fhirStrings(n.member("suffix")),
-				Text:   n.member("text").str(),
-			})
-		}
-	}
-	return f
-}
-
-// fhirStrings returns the string values of a primitive array, skipping null placeholders.
-func fhirStrings(n *jsonNode) []string {
-	var out []string
-	if n != nil {
-		for _, item := range n.items {
+	str := func(n *jsonNode) string { return strings.Clone(n.str()) }
+	strs := func(n *jsonNode) []string { // a primitive array's strings, without null placeholders
+		var out []string
+		for _, item := range n.elems() {
 			if item.kind == jsonString {
-				out = append(out, item.text)
+				out = append(out, str(item))
 			}
 		}
+		return out
 	}
-	return out
+	f := patientSearchFields{Gender: str(p.root.member("gender")), BirthDate: str(p.root.member("birthDate"))}
+	for _, id := range p.root.member("identifier").elems() {
+		f.Identifiers = append(f.Identifiers, patientIdentifier{System: str(id.member("system")), Value: str(id.member("value"))})
+	}
+	for _, n := range p.root.member("name").elems() {
+		f.Names = append(f.Names, patientName{Family: str(n.member("family")), Given: strs(n.member("given")),
+			Prefix: strs(n.member("prefix")), Suffix: strs(n.member("suffix")), Text: str(n.member("text"))})
+	}
+	return f
 }

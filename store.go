@@ -523,15 +523,11 @@ func (sv storedVersion) patientVersion(id string, version int) patientVersion {
 
 // Create implements patientStore.
 func (s *journalStore) Create(ctx context.Context, id string, build buildFunc) (patientVersion, error) {
-	release, err := s.lockID(ctx, id)
+	hist, release, err := s.begin(ctx, id)
 	if err != nil {
 		return patientVersion{}, err
 	}
 	defer release()
-	hist, err := s.history(id)
-	if err != nil {
-		return patientVersion{}, err
-	}
 	if len(hist) > 0 {
 		return patientVersion{}, errExists
 	}
@@ -540,15 +536,11 @@ func (s *journalStore) Create(ctx context.Context, id string, build buildFunc) (
 
 // Update implements patientStore.
 func (s *journalStore) Update(ctx context.Context, id string, ifMatch int, build buildFunc) (patientVersion, bool, error) {
-	release, err := s.lockID(ctx, id)
+	hist, release, err := s.begin(ctx, id)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
 	defer release()
-	hist, err := s.history(id)
-	if err != nil {
-		return patientVersion{}, false, err
-	}
 	n := len(hist)
 	if ifMatch != 0 && ifMatch != n {
 		return patientVersion{}, false, errVersionConflict
@@ -563,15 +555,11 @@ func (s *journalStore) Update(ctx context.Context, id string, ifMatch int, build
 
 // Delete implements patientStore.
 func (s *journalStore) Delete(ctx context.Context, id string) (patientVersion, bool, error) {
-	release, err := s.lockID(ctx, id)
+	hist, release, err := s.begin(ctx, id)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
 	defer release()
-	hist, err := s.history(id)
-	if err != nil {
-		return patientVersion{}, false, err
-	}
 	n := len(hist)
 	if n == 0 {
 		return patientVersion{}, false, nil
@@ -699,18 +687,27 @@ func (s *journalStore) lockID(ctx context.Context, id string) (func(), error) {
 	}
 }
 
-// history returns id's versions for a writer holding id's slot (so the slice cannot change under
-// it), or why no write can succeed now.
-func (s *journalStore) history(id string) ([]storedVersion, error) {
+// begin starts a write of id: it takes id's write slot (waiting for ctx at most) and returns id's
+// versions, which cannot change while the slot is held, and the func that gives the slot back; or
+// why no write can succeed now.
+func (s *journalStore) begin(ctx context.Context, id string) ([]storedVersion, func(), error) {
+	release, err := s.lockID(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, errStoreClosed
+	switch {
+	case s.closed:
+		err = errStoreClosed
+	case s.failErr != nil:
+		err = s.failErr
 	}
-	if s.failErr != nil {
-		return nil, s.failErr
+	if err != nil {
+		release()
+		return nil, nil, err
 	}
-	return s.byID[id], nil
+	return s.byID[id], release, nil
 }
 
 // write records the version after hist (deleted, or with the body build makes) and returns once
