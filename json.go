@@ -103,7 +103,8 @@ const (
 	jsonTrailing                           // an object, then more than whitespace
 )
 
-// jsonError is why readJSON could not read a document, with the byte offset where reading stopped.
+// jsonError is why readJSON could not read a document, with the byte offset where reading stopped
+// (0 for invalid UTF-8, which is checked first).
 type jsonError struct {
 	kind   jsonErrorKind
 	offset int
@@ -125,7 +126,7 @@ func readJSON(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, 
 // returns is valid until r's next read.
 func (r *jsonReader) read(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, err *jsonError) {
 	if !utf8.Valid(body) {
-		return nil, nil, &jsonError{kind: jsonNotUTF8, offset: invalidUTF8Offset(body)}
+		return nil, nil, &jsonError{kind: jsonNotUTF8}
 	}
 	// Upper bounds that are cheap to count: every member has a ':' and every other value follows a
 	// '[' or a ','. (Those bytes inside strings make it an overestimate, usually a small one.)
@@ -159,18 +160,6 @@ func (r *jsonReader) read(body []byte, maxDepth int) (root *jsonNode, dups []jso
 		return root, r.dups, &jsonError{kind: jsonTrailing, offset: r.pos}
 	}
 	return root, r.dups, nil
-}
-
-// invalidUTF8Offset returns the offset of the first byte of b that is not valid UTF-8.
-func invalidUTF8Offset(b []byte) int {
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && size == 1 {
-			return i
-		}
-		i += size
-	}
-	return len(b)
 }
 
 // jsonReader is a recursive-descent JSON parser over one document.

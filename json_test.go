@@ -286,7 +286,7 @@ func TestReadJSONErrors(t *testing.T) {
 	}{
 		{``, jsonError{jsonEmpty, 0}},
 		{" \n", jsonError{jsonEmpty, 2}},
-		{"{\"a\":\"\xff\"}", jsonError{jsonNotUTF8, 6}},
+		{"{\"a\":\"\xff\"}", jsonError{jsonNotUTF8, 0}},
 		{`{"sex": "male",}`, jsonError{jsonSyntax, 15}},
 		{`{"a":1 "b":2}`, jsonError{jsonSyntax, 7}},
 		{`{"a":x}`, jsonError{jsonSyntax, 5}},
