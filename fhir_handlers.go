@@ -92,7 +92,7 @@ func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
 			writeOutcome(w, status, issues...)
 			return
 		}
-		v, created, err := store.Update(r.Context(), id, ifMatch, p.build(id))
+		v, created, err := store.Update(r.Context(), id, ifMatch, http.MethodPut, p.build(id))
 		if err != nil {
 			writeStoreError(w, r, log, err, fhirIssue{}, fhirError("conflict", "",
 				fmt.Sprintf(`If-Match W/"%d" is not the current version of Patient %q; read it again and retry.`, ifMatch, id)))
@@ -190,14 +190,15 @@ func handlePatientHistory(log *slog.Logger, store patientStore, baseURL string) 
 			e := bundleEntry{FullURL: base + "/Patient/" + id, Resource: v.Body,
 				Response: &bundleResponse{Status: "200 OK", Etag: fmt.Sprintf(`W/"%d"`, v.Version),
 					LastModified: v.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}}
-			// The journal does not record the method; this is the one each version implies.
+			// The journal records the interaction that made each version, and whether it created the id.
+			e.Request = &bundleRequest{v.Method, "Patient/" + id}
 			switch {
+			case v.Method == http.MethodPost:
+				e.Request.URL, e.Response.Status = "Patient", "201 Created"
 			case v.Deleted:
-				e.Request, e.Response.Status = &bundleRequest{"DELETE", "Patient/" + id}, "204 No Content"
-			case v.Version == 1:
-				e.Request, e.Response.Status = &bundleRequest{"POST", "Patient"}, "201 Created"
-			default:
-				e.Request = &bundleRequest{"PUT", "Patient/" + id}
+				e.Response.Status = "204 No Content"
+			case v.Created:
+				e.Response.Status = "201 Created"
 			}
 			b.Entry = append(b.Entry, e)
 		}

@@ -364,7 +364,7 @@ func TestPatientLifecycle(t *testing.T) {
 			}
 			var got []string
 			for _, e := range b.Entry {
-				got = append(got, e.Request.Method+" "+e.Response.Etag)
+				got = append(got, e.Request.Method+" "+e.Response.Status+" "+e.Response.Etag)
 				if e.FullURL != "http://example.com/Patient/"+id {
 					t.Errorf("fullUrl %q", e.FullURL)
 				}
@@ -385,7 +385,7 @@ func TestPatientLifecycle(t *testing.T) {
 		{"invalid body", fhirReq("PUT", "/Patient/"+id, withID(`,"birthDate":"1974-13"`)), 400, "", issue("value", "Patient.birthDate")},
 		{"invalid URL id before existence", fhirReq("PUT", "/Patient/a_b", `{"resourceType":"Patient","id":"a_b"}`), 400, "", issue("value", "Patient.id")},
 		{"unconditional update", fhirReq("PUT", "/Patient/"+id, withID(`,"birthDate":"1974"`)), 200, `W/"4"`, versionOf("4")},
-		{"history", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`PUT W/"4"`, `PUT W/"3"`, `PUT W/"2"`, `POST W/"1"`)},
+		{"history", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`PUT 200 OK W/"4"`, `PUT 200 OK W/"3"`, `PUT 200 OK W/"2"`, `POST 201 Created W/"1"`)},
 		{"vread 1", fhirReq("GET", "/Patient/"+id+"/_history/1", ""), 200, `W/"1"`, versionOf("1")},
 		{"vread missing", fhirReq("GET", "/Patient/"+id+"/_history/9", ""), 404, "", issue("not-found", "Patient.meta.versionId")},
 		{"vread 0", fhirReq("GET", "/Patient/"+id+"/_history/0", ""), 400, "", issue("value", "Patient.meta.versionId")},
@@ -396,9 +396,11 @@ func TestPatientLifecycle(t *testing.T) {
 		{"vread before delete", fhirReq("GET", "/Patient/"+id+"/_history/4", ""), 200, `W/"4"`, versionOf("4")},
 		{"vread the deletion", fhirReq("GET", "/Patient/"+id+"/_history/5", ""), 410, `W/"5"`, issue("deleted")},
 		{"delete again", fhirReq("DELETE", "/Patient/"+id, ""), 204, "", nil},
-		{"history keeps all", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`DELETE W/"5"`, `PUT W/"4"`, `PUT W/"3"`, `PUT W/"2"`, `POST W/"1"`)},
+		{"history keeps all", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`DELETE 204 No Content W/"5"`, `PUT 200 OK W/"4"`, `PUT 200 OK W/"3"`, `PUT 200 OK W/"2"`, `POST 201 Created W/"1"`)},
 		{"stale If-Match on deleted", fhirReq("PUT", "/Patient/"+id, withID(""), "If-Match", `W/"4"`), 412, "", issue("conflict")},
 		{"resurrect", fhirReq("PUT", "/Patient/"+id, withID("")), 201, `W/"6"`, versionOf("6")},
+		{"history records each interaction", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`PUT 201 Created W/"6"`,
+			`DELETE 204 No Content W/"5"`, `PUT 200 OK W/"4"`, `PUT 200 OK W/"3"`, `PUT 200 OK W/"2"`, `POST 201 Created W/"1"`)},
 		{"update-as-create", fhirReq("PUT", "/Patient/client-chosen-1", `{"resourceType":"Patient","id":"client-chosen-1"}`), 201, `W/"1"`, versionOf("1")},
 		{"If-Match on unknown id", fhirReq("PUT", "/Patient/client-chosen-2", `{"resourceType":"Patient","id":"client-chosen-2"}`, "If-Match", `W/"1"`), 412, "", issue("conflict")},
 		{"delete unknown", fhirReq("DELETE", "/Patient/never-was", ""), 204, "", nil},

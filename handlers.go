@@ -142,7 +142,7 @@ func handleEGFR() http.Handler {
 		if !ok {
 			return
 		}
-		req, problems := parseEGFRWith(&s.json, body)
+		req, problems := parseEGFRRequest(&s.json, body)
 		if len(problems) > 0 {
 			status := http.StatusUnprocessableEntity
 			for _, p := range problems {
