@@ -28,8 +28,50 @@
 #   SEED_DIR=<repo>/../<repo name>-data   seeded stores, reused between runs: SEED_DIR/n<count>/{data,sample.txt,seed.json}
 #   PORT_BASE=18400                       issuer PORT_BASE+40, seeding PORT_BASE+10, measured service PORT_BASE+11
 #   OUT=/tmp/bench-results/scale-<UTC time>.jsonl   BIN (default: go build into the log dir)
+#   REPORT=<a results .jsonl>             only print the table of an earlier run
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# report JSONL: the table, medians over the rounds, from a results file (this run's, or REPORT=file).
+report() {
+python3 - "$1" <<'PY'
+import json, statistics, sys
+out = sys.argv[1]
+rows = [json.loads(l) for l in open(out)]
+small, big = sorted({r["store"] for r in rows if r["kind"] == "start"})
+bad = [r for r in rows if r["kind"] == "load" and (r["errors"] or r["status_errors"])]
+def med(kind, store, key, route=None):
+    v = [r[key] for r in rows if r["kind"] == kind and r["store"] == store and (route is None or r.get("route") == route)]
+    return statistics.median(v) if v else float("nan")
+label = lambda n: f"{n // 1000000}M" if n % 1000000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+figures = [
+    ("creates/s while seeding (%d clients)" % med("seed", big, "clients"), lambda s: med("seed", s, "creates_per_s"), "{:,.0f}"),
+    ("served Patient, bytes (mean)", lambda s: med("seed", s, "patient_bytes_mean"), "{:,.0f}"),
+    ("ready after restart, s", lambda s: med("start", s, "ready_ms") / 1000, "{:,.2f}"),
+    ("idle RSS (ready + 2 s), MiB", lambda s: med("start", s, "idle_rss_kb") / 1024, "{:,.0f}"),
+    ("journal on disk (du), MB", lambda s: med("start", s, "journal_bytes") / 1e6, "{:,.1f}"),
+    ("GET /Patient/{id} req/s", lambda s: med("load", s, "rps", "read"), "{:,.0f}"),
+    ("GET /Patient/{id} p50, ms", lambda s: med("load", s, "p50_ms", "read"), "{:,.2f}"),
+    ("GET /Patient/{id} p99, ms", lambda s: med("load", s, "p99_ms", "read"), "{:,.2f}"),
+    ("identifier search req/s", lambda s: med("load", s, "rps", "search"), "{:,.0f}"),
+    ("identifier search p50, ms", lambda s: med("load", s, "p50_ms", "search"), "{:,.2f}"),
+    ("identifier search p99, ms", lambda s: med("load", s, "p99_ms", "search"), "{:,.2f}"),
+    ("peak RSS after the loads, MiB", lambda s: med("peak", s, "peak_rss_kb") / 1024, "{:,.0f}"),
+]
+rounds = len({r["round"] for r in rows if r["kind"] == "start"})
+print(f"\nstore scale: medians of {rounds} rounds; {out}")
+print(f"| figure | {label(small)} | {label(big)} | ratio |\n|---|---:|---:|---:|")
+for name, f, fmt in figures:
+    a, b = f(small), f(big)
+    print(f"| {name} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f}× |" if a else f"| {name} | {fmt.format(a)} | {fmt.format(b)} | |")
+for r in rows:
+    if r["kind"] == "seed" and r.get("reused"):
+        print(f"(store {label(r['store'])} seeded {r['date']} by an earlier run, load then {r['load']})")
+if bad:
+    print(f"WARNING: {len(bad)} load runs had errors: {bad}")
+    sys.exit(1)
+PY
+}
+if [[ -n ${REPORT:-} ]]; then report "$REPORT"; exit; fi
 REPO=$PWD
 N=${N:-1000000} SMALL=${SMALL:-1000} ROUNDS=${ROUNDS:-3} DUR=${DUR:-10} WARM=${WARM:-2}
 THREADS=${THREADS:-2} CONNS=${CONNS:-64} SEED_CONNS=${SEED_CONNS:-32} SAMPLE=${SAMPLE:-10000}
@@ -185,39 +227,4 @@ for ((r = 1; r <= ROUNDS; r++)); do
   if (( r % 2 )); then measure "$r" "$SMALL"; measure "$r" "$N"; else measure "$r" "$N"; measure "$r" "$SMALL"; fi
 done
 
-python3 - "$OUT" "$SMALL" "$N" <<'PY'
-import json, statistics, sys
-out, small, big = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rows = [json.loads(l) for l in open(out)]
-bad = [r for r in rows if r["kind"] == "load" and (r["errors"] or r["status_errors"])]
-def med(kind, store, key, route=None):
-    v = [r[key] for r in rows if r["kind"] == kind and r["store"] == store and (route is None or r.get("route") == route)]
-    return statistics.median(v) if v else float("nan")
-label = lambda n: f"{n // 1000000}M" if n % 1000000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
-figures = [
-    ("creates/s while seeding (%d clients)" % med("seed", big, "clients"), lambda s: med("seed", s, "creates_per_s"), "{:,.0f}"),
-    ("served Patient, bytes (mean)", lambda s: med("seed", s, "patient_bytes_mean"), "{:,.0f}"),
-    ("ready after restart, s", lambda s: med("start", s, "ready_ms") / 1000, "{:,.2f}"),
-    ("idle RSS (ready + 2 s), MB", lambda s: med("start", s, "idle_rss_kb") / 1024, "{:,.0f}"),
-    ("journal on disk, MB", lambda s: med("start", s, "journal_bytes") / 1e6, "{:,.1f}"),
-    ("GET /Patient/{id} req/s", lambda s: med("load", s, "rps", "read"), "{:,.0f}"),
-    ("GET /Patient/{id} p50, ms", lambda s: med("load", s, "p50_ms", "read"), "{:,.2f}"),
-    ("GET /Patient/{id} p99, ms", lambda s: med("load", s, "p99_ms", "read"), "{:,.2f}"),
-    ("identifier search req/s", lambda s: med("load", s, "rps", "search"), "{:,.0f}"),
-    ("identifier search p50, ms", lambda s: med("load", s, "p50_ms", "search"), "{:,.2f}"),
-    ("identifier search p99, ms", lambda s: med("load", s, "p99_ms", "search"), "{:,.2f}"),
-    ("peak RSS after the loads, MB", lambda s: med("peak", s, "peak_rss_kb") / 1024, "{:,.0f}"),
-]
-rounds = len({r["round"] for r in rows if r["kind"] == "start"})
-print(f"\nstore scale: medians of {rounds} rounds; {out}")
-print(f"| figure | {label(small)} | {label(big)} | ratio |\n|---|---:|---:|---:|")
-for name, f, fmt in figures:
-    a, b = f(small), f(big)
-    print(f"| {name} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f}× |" if a else f"| {name} | {fmt.format(a)} | {fmt.format(b)} | |")
-for r in rows:
-    if r["kind"] == "seed" and r.get("reused"):
-        print(f"(store {label(r['store'])} seeded {r['date']} by an earlier run, load then {r['load']})")
-if bad:
-    print(f"WARNING: {len(bad)} load runs had errors: {bad}")
-    sys.exit(1)
-PY
+report "$OUT"
