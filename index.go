@@ -628,7 +628,9 @@ func (a *arena) size() int {
 
 // postings maps 64-bit key hashes to the slots that have the key, each at most once. Most keys (ids,
 // identifier values) belong to one slot, stored in the map itself; a key shared by several slots maps
-// to listBit|n, the index of its list. The map holds no pointers, so the collector does not scan it.
+// to listBit|n, the index of its list, kept sorted so that adding and removing find their place by
+// binary search (new slots have the highest numbers, so most adds append). The map holds no
+// pointers, so the collector does not scan it.
 type postings struct {
 	m     map[uint64]uint32
 	lists [][]uint32
@@ -646,10 +648,13 @@ func (p *postings) add(k uint64, s uint32) {
 		p.m[k] = s
 	case v&listBit == 0:
 		if v != s {
-			p.m[k] = listBit | p.newList(v, s)
+			p.m[k] = listBit | p.newList(min(v, s), max(v, s))
 		}
-	case !slices.Contains(p.lists[v&^listBit], s):
-		p.lists[v&^listBit] = append(p.lists[v&^listBit], s)
+	default:
+		l := p.lists[v&^listBit]
+		if i, found := slices.BinarySearch(l, s); !found {
+			p.lists[v&^listBit] = slices.Insert(l, i, s)
+		}
 	}
 }
 
@@ -675,7 +680,10 @@ func (p *postings) remove(k uint64, s uint32) {
 		}
 	default:
 		i := v &^ listBit
-		l := slices.DeleteFunc(p.lists[i], func(x uint32) bool { return x == s })
+		l := p.lists[i]
+		if j, found := slices.BinarySearch(l, s); found {
+			l = slices.Delete(l, j, j+1)
+		}
 		if len(l) > 1 {
 			p.lists[i] = l
 			return
