@@ -180,15 +180,10 @@ var egfrFields = [...]string{"sex", "serum_creatinine_umol_l", "age", "formula",
 // egfrMaxDepth caps the nesting of a POST /egfr body, whose valid form is one flat object.
 const egfrMaxDepth = 16
 
-// parseEGFRRequest decodes and validates a POST /egfr body, reporting every problem at once: first
-// each field's, in egfrFields order, then unknown and duplicate keys in document order, then data
-// after the object. The strict reader (json.go) keeps `Sex` apart from `sex` and reports duplicate
-// keys, which encoding/json would accept silently; JSON null counts as absent.
-func parseEGFRRequest(body []byte) (egfrRequest, []fieldError) {
-	return parseEGFRWith(new(jsonReader), body)
-}
-
-// parseEGFRWith is parseEGFRRequest reading with r, which the hot path reuses.
+// parseEGFRWith decodes and validates a POST /egfr body with r (which the hot path reuses), reporting
+// every problem at once: first each field's, in egfrFields order, then unknown and duplicate keys in
+// document order, then data after the object. The strict reader (json.go) keeps `Sex` apart from `sex`
+// and reports duplicate keys, which encoding/json would accept silently; JSON null counts as absent.
 func parseEGFRWith(r *jsonReader, body []byte) (egfrRequest, []fieldError) {
 	root, dups, jerr := r.read(body, egfrMaxDepth)
 	if jerr != nil && jerr.kind != jsonTrailing {
