@@ -475,9 +475,11 @@ func fhirIsResourceName(s string) bool {
 }
 
 // invariants checks the constraints of typ that span several elements (fhir.md section 3), plus the NHS
-// number business rule (section 8).
+// number business rules (section 8; one per Patient, UK Core).
 func (v *fhirValidator) invariants(n *jsonNode, typ string) {
 	switch typ {
+	case "Patient":
+		v.oneNHSNumber(n)
 	case "Patient.contact":
 		if !n.has("name") && !n.has("telecom") && !n.has("address") && !n.has("organization") {
 			v.add("invariant", "a contact must have a name, telecom, address or organization (pat-1).")
@@ -516,6 +518,36 @@ func (v *fhirValidator) invariants(n *jsonNode, typ string) {
 				v.addAt("business-rule", "value", "an NHS number must be exactly 10 digits with a valid Modulus 11 check digit.")
 			}
 		}
+	}
+}
+
+// oneNHSNumber reports every NHS number identifier after the first. UK Core Patient slices identifier by
+// system and allows one NHS number (identifier:nhsNumber 0..1, FHIR-R4-UKCORE-STAGING-MAIN@3d2827e
+// structuredefinitions/UKCore-Patient.xml lines 135-154), and PDS allows one identifier
+// (personal-demographics-service-api@04f8304 specification/components/schemas/Identifier.yaml: maxItems 1).
+// The slice counts entries, so the same number twice breaks it too; each copy also carries its own
+// verification status extension, and two copies can disagree. Identifiers without a string value are
+// reported by the Identifier rule and not counted here.
+func (v *fhirValidator) oneNHSNumber(patient *jsonNode) {
+	first := -1
+	for i, id := range patient.member("identifier").elems() {
+		val := id.member("value")
+		if id.member("system").str() != fhirNHSNumberSystem || val == nil || val.kind != jsonString {
+			continue
+		}
+		if first < 0 {
+			first = i
+			continue
+		}
+		v.enter(fhirStep{name: "identifier"})
+		v.enter(fhirStep{index: i, isItem: true})
+		if val.text == patient.member("identifier").items[first].member("value").text {
+			v.add("business-rule", "repeats the NHS number of Patient.identifier[%d]; send it once (UK Core Patient allows one NHS number: identifier:nhsNumber 0..1).", first)
+		} else {
+			v.add("business-rule", "is a second NHS number, different from Patient.identifier[%d]'s; a Patient has one (UK Core Patient allows one NHS number: identifier:nhsNumber 0..1).", first)
+		}
+		v.leave()
+		v.leave()
 	}
 }
 
