@@ -137,16 +137,22 @@ func readFHIRJSON(body []byte) (*jsonNode, []fhirIssue) {
 	if jerr == nil {
 		return root, issues
 	}
+	return nil, append(issues, fhirJSONError(jerr, "JSON object"))
+}
+
+// fhirJSONError is the issue for a FHIR request body the JSON reader could not read (read with
+// fhirMaxDepth); doc names what the body should hold, e.g. "JSON object".
+func fhirJSONError(jerr *jsonError, doc string) fhirIssue {
 	msg := map[jsonErrorKind]string{
-		jsonEmpty:     "The body is not valid JSON: it ends before the object is complete.",
-		jsonTruncated: "The body is not valid JSON: it ends before the object is complete.",
+		jsonEmpty:     "The body is not valid JSON: it ends before the " + doc + " is complete.",
+		jsonTruncated: "The body is not valid JSON: it ends before the " + doc + " is complete.",
 		jsonNotUTF8:   "The body is not valid UTF-8.",
 		jsonSyntax:    fmt.Sprintf("The body is not valid JSON (at byte %d).", jerr.offset),
 		jsonTooDeep:   fmt.Sprintf("The body nests JSON objects and arrays more than %d levels deep.", fhirMaxDepth),
 		jsonNotObject: "The body must be a single JSON object (a FHIR resource).",
-		jsonTrailing:  "The body has data after the end of the JSON object.",
+		jsonTrailing:  "The body has data after the end of the " + doc + ".",
 	}[jerr.kind]
-	return nil, append(issues, fhirError("structure", "", msg))
+	return fhirError("structure", "", msg)
 }
 
 // parsePatient validates body (the raw request bytes) as an R4 Patient.
