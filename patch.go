@@ -18,6 +18,10 @@ import (
 	"strings"
 )
 
+// jsonPatchType is the one patch format accepted (R4 http.html#patch; RFC 5789 section 2.2: 415 and
+// Accept-Patch for any other).
+const jsonPatchType = "application/json-patch+json"
+
 // Limits that keep a patch's cost in proportion to its size. A pointer deeper than fhirMaxDepth cannot
 // name an element of a resource the reader accepts. Each move can nest the document up to that much
 // deeper before the validator sees it, and each test compare the whole of it, so the operation cap
