@@ -509,6 +509,8 @@ func capabilityStatement() []byte {
 					map[string]any{"code": "patch", "documentation": "JSON Patch (application/json-patch+json): an RFC 6902 array, or PDS's {\"patches\": [...]}"},
 					map[string]any{"code": "delete"}, map[string]any{"code": "history-instance"}, map[string]any{"code": "search-type"},
 				},
+				"operation": []any{map[string]any{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+					"documentation": "POST /Patient/$validate: a Patient, or a Parameters with resource, mode (create or update) and profile (base Patient only)"}},
 				"searchParam": []any{
 					map[string]any{"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
 					map[string]any{"name": "identifier", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Patient-identifier",

@@ -273,6 +273,7 @@ func TestMetadata(t *testing.T) {
 			Resource []struct {
 				Type        string
 				Interaction []struct{ Code string }
+				Operation   []struct{ Name, Definition string }
 				Versioning  string
 			}
 		}
@@ -287,6 +288,10 @@ func TestMetadata(t *testing.T) {
 	// The interactions declared must be exactly the Patient routes served.
 	if diff := cmp.Diff([]string{"create", "read", "vread", "update", "patch", "delete", "history-instance", "search-type"}, interactions); diff != "" {
 		t.Errorf("interactions (-want +got):\n%s", diff)
+	}
+	wantOps := []struct{ Name, Definition string }{{"validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"}}
+	if diff := cmp.Diff(wantOps, cs.Rest[0].Resource[0].Operation); diff != "" {
+		t.Errorf("operations (-want +got):\n%s", diff)
 	}
 	if cs.FHIRVersion != "4.0.1" || cs.Kind != "instance" || cs.Rest[0].Mode != "server" || cs.Rest[0].Resource[0].Type != "Patient" {
 		t.Errorf("CapabilityStatement %+v", cs)
@@ -446,6 +451,10 @@ func TestFHIRMethodNotAllowed(t *testing.T) {
 		{"PATCH", "/Patient/_search", "POST"},
 		{"OPTIONS", "/Patient/_search", "POST"},
 		{"POST", "/Patient/p1", "DELETE, GET, HEAD, PATCH, PUT"},
+		{"GET", "/Patient/$validate", "POST"},
+		{"PUT", "/Patient/$validate", "POST"},
+		{"PATCH", "/Patient/$validate", "POST"},
+		{"DELETE", "/Patient/%24validate", "POST"},
 		{"DELETE", "/Patient", "GET, HEAD, POST"},
 		{"POST", "/metadata", "GET, HEAD"},
 		{"POST", "/Patient/p1/_history", "GET, HEAD"},
@@ -512,6 +521,9 @@ func TestPatientAuth(t *testing.T) {
 		{"read scope cannot patch", "PATCH", "/Patient/" + id, bearer(li.token(t, "user/Patient.read")), 403, "ACCESS_DENIED", "forbidden", `Bearer error="insufficient_scope"`},
 		{"no token cannot patch", "PATCH", "/Patient/" + id, "", 401, "ACCESS_TOKEN_MISSING", "login", `Bearer`},
 		{"write patch", "PATCH", "/Patient/" + id, bearer(li.token(t, "user/Patient.write")), 200, "", "", ""},
+		{"no token cannot validate", "POST", "/Patient/$validate", "", 401, "ACCESS_TOKEN_MISSING", "login", `Bearer`},
+		{"write scope cannot validate", "POST", "/Patient/$validate", bearer(li.token(t, "user/Patient.write")), 403, "ACCESS_DENIED", "forbidden", `Bearer error="insufficient_scope"`},
+		{"read scope validates", "POST", "/Patient/$validate", bearer(li.token(t, "user/Patient.read")), 200, "", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

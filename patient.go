@@ -125,8 +125,12 @@ func (p fhirPath) String() string {
 func readFHIRJSON(body []byte) (*jsonNode, []fhirIssue) {
 	root, dups, jerr := readJSON(body, fhirMaxDepth)
 	var issues []fhirIssue
+	rootName := "Patient" // paths start with the resource type (a Parameters body's are Parameters....)
+	if rt := root.member("resourceType").str(); fhirIsResourceName(rt) {
+		rootName = rt
+	}
 	for _, d := range dups {
-		p := fhirPath{{name: "Patient"}}
+		p := fhirPath{{name: rootName}}
 		for _, s := range d.path {
 			p = append(p, fhirStep{name: s.key, index: s.index, isItem: s.isItem})
 		}
@@ -168,6 +172,12 @@ func parsePatient(body []byte, forCreate bool) (p *patientResource, issues []fhi
 	if root == nil || len(issues) > 0 {
 		return nil, issues, 400
 	}
+	return checkPatient(root, len(body), forCreate)
+}
+
+// checkPatient is parsePatient for a tree readFHIRJSON read without issues; size is the length of the
+// JSON it was read from (or about that).
+func checkPatient(root *jsonNode, size int, forCreate bool) (p *patientResource, issues []fhirIssue, status int) {
 	switch rt := root.member("resourceType"); {
 	case rt == nil:
 		return nil, []fhirIssue{fhirError("required", "", "The body has no resourceType; it must be \"Patient\".")}, 400
@@ -187,7 +197,7 @@ func parsePatient(body []byte, forCreate bool) (p *patientResource, issues []fhi
 	if status != 0 {
 		return nil, v.issues, status
 	}
-	p = &patientResource{root: root, size: len(body)}
+	p = &patientResource{root: root, size: size}
 	if !forCreate {
 		p.bodyID = root.member("id").str()
 	}

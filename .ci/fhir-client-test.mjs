@@ -35,6 +35,8 @@
 //   patch           patch() with an RFC 6902 array (test + add) and If-Match W/"3": versionId "4", the
 //                   name added; then the PDS form {"patches": [...]}: versionId "5"
 //   patch-atomic    patch() whose second operation is a failing test: rejected with 422, patient unchanged
+//   validate        operation() $validate with a Parameters body (resource, mode create): one information
+//                   issue; with an invalid Patient: 200 and an error issue per problem; nothing stored
 //   delete          delete() one patient
 //   read-deleted    read() of it now throws with status 410
 //   search-deleted  the family, identifier and paging searches no longer find it
@@ -334,6 +336,22 @@ if (!createdOk) {
       return 'PATCH with a failing test at operation 1 -> 422 naming it; operation 0 not applied';
     });
   }
+
+  await step('validate', async () => {
+    const resource = { resourceType: 'Patient', name: [{ family: 'Valid', given: [tag] }], gender: 'female', birthDate: '1980-01-01' };
+    const ok = await client.operation({ name: 'validate', resourceType: 'Patient',
+      input: { resourceType: 'Parameters', parameter: [{ name: 'resource', resource }, { name: 'mode', valueCode: 'create' }] } });
+    verbose(ok);
+    must(ok.resourceType === 'OperationOutcome' && ok.issue.length === 1 && ok.issue[0].severity === 'information', `valid Patient: ${short(JSON.stringify(ok))}`);
+    const bad = await client.operation({ name: '$validate', resourceType: 'Patient', input: { ...resource, gender: 'woman', birthDate: '1980-02-30' } });
+    verbose(bad);
+    must(Client.httpFor(bad).response.status === 200, `invalid Patient: status ${Client.httpFor(bad).response.status} (want 200)`);
+    const exprs = (bad.issue || []).filter((i) => i.severity === 'error').map((i) => (i.expression || [])[0]);
+    must(JSON.stringify(exprs) === JSON.stringify(['Patient.gender', 'Patient.birthDate']), `invalid Patient: error expressions ${JSON.stringify(exprs)} (want gender, birthDate)`);
+    const b = await client.search({ resourceType: 'Patient', searchParams: { family: 'valid', given: tag } });
+    must(ids(b).length === 0, `$validate stored a Patient: ${JSON.stringify(ids(b))}`);
+    return 'POST Patient/$validate: Parameters (mode create) -> one information issue; invalid Patient -> 200 with 2 error issues; nothing stored';
+  });
 
   const deleted = main;
   const deletedOk = await step('delete', async () => {
