@@ -29,6 +29,7 @@
 #   PORT_BASE=18400                       issuer PORT_BASE+40, seeding PORT_BASE+10, measured service PORT_BASE+11
 #   OUT=/tmp/bench-results/scale-<UTC time>.jsonl   BIN (default: go build into the log dir)
 #   REPORT=<a results .jsonl>             only print the table of an earlier run
+#   SEED_COMPARE="old=BIN new=BIN"        only seeding, each build in turn over ROUNDS (see below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # report JSONL: the table, medians over the rounds, from a results file (this run's, or REPORT=file).
@@ -196,6 +197,30 @@ PY
   cat "$dir/seed.json" >>"$OUT"
 }
 export SEED_CONNS
+# SEED_COMPARE="old=/path/to/bin new=/path/to/bin": only the seeding of N Patients, by each build in
+# turn (the order rotating), ROUNDS times, each into a fresh directory that is removed afterwards;
+# prints creates/s per build (medians) and the ratios. For "creates at least as fast" side by side.
+if [[ -n ${SEED_COMPARE:-} ]]; then
+  read -r -a builds <<<"$SEED_COMPARE"
+  for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < ${#builds[@]}; i++)); do
+      b=${builds[$(( (i + r) % ${#builds[@]} ))]}
+      BIN=${b#*=} SEED_DIR=$LOG/seed-${b%%=*}
+      seed "$N"
+      sed -i '$ s/^{/{"build":"'"${b%%=*}"'",/' "$OUT"
+      rm -rf "$SEED_DIR"
+    done
+  done
+  python3 - "$OUT" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"build"' in l]
+med = {b: statistics.median(r["creates_per_s"] for r in rows if r["build"] == b) for b in dict.fromkeys(r["build"] for r in rows)}
+first = next(iter(med))
+for b, v in med.items():
+    print(f"{b:10s} {v:9,.0f} creates/s  {v / med[first]:.2f}x {first}  ({sum(r['build'] == b for r in rows)} rounds)")
+PY
+  exit 0
+fi
 seed "$SMALL"
 seed "$N"
 
