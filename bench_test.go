@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -101,9 +102,11 @@ func BenchmarkPatientCreate(b *testing.B) {
 			h, tok, _ := benchPatientServer(b, 0, mode.fsyncPerWrite)
 			b.SetParallelism(16 / runtime.GOMAXPROCS(0))
 			start := time.Now()
+			var next atomic.Int64
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					req := httptest.NewRequest(http.MethodPost, "/Patient", strings.NewReader(benchPatientBody))
+					body := strings.Replace(benchPatientBody, "9991234578", testNHSNumber(int(next.Add(1))), 1) // NHS numbers are unique
+					req := httptest.NewRequest(http.MethodPost, "/Patient", strings.NewReader(body))
 					req.Header.Set("Content-Type", "application/fhir+json")
 					req.Header.Set("Authorization", "Bearer "+tok)
 					rec := httptest.NewRecorder()
@@ -133,4 +136,19 @@ func BenchmarkPatientValidate(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(examples)), "examples/op")
+}
+
+// testNHSNumber is the n-th valid NHS number (NHS Data Dictionary Modulus 11) from 4000000000 up: tests
+// that store many Patients give each its own, since a live Patient's NHS number is unique.
+func testNHSNumber(n int) string {
+	for stem := 400000000 + n; ; stem += 1 << 20 { // a stem whose check digit would be 10 is skipped
+		d := fmt.Sprintf("%09d", stem)
+		sum := 0
+		for i := range 9 {
+			sum += int(d[i]-'0') * (10 - i)
+		}
+		if check := (11 - sum%11) % 11; check != 10 {
+			return d + fmt.Sprint(check)
+		}
+	}
 }

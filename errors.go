@@ -106,15 +106,25 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 }
 
 // writeStoreError answers a failed store call: errNotFound is a 404 with notFound, errVersionConflict
-// a 412 with conflict (the caller words both for its interaction); a full disk is a 507 and a store
+// a 412 with conflict (the caller words both for its interaction), a duplicate NHS number a 409 naming
+// the Patient that holds it only to a caller who may read Patients; a full disk is a 507 and a store
 // not taking writes a 503, both with Retry-After (reads still work); any other error is a 500. The
 // last three are logged with the request ID, and their cause is never shown to the client.
 func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, notFound, conflict fhirIssue) {
+	var dup *duplicateError
 	switch {
 	case errors.Is(err, errNotFound) && notFound.Code != "":
 		writeOutcome(w, http.StatusNotFound, notFound)
 	case errors.Is(err, errVersionConflict) && conflict.Code != "":
 		writeOutcome(w, http.StatusPreconditionFailed, conflict)
+	case errors.As(err, &dup):
+		msg := fmt.Sprintf("The NHS number %s already belongs to another Patient; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber). Nothing was stored.", dup.identifier.Value)
+		if canReadPatients(r.Context()) { // the caller may read Patients, so may learn which one
+			msg = fmt.Sprintf("The NHS number %s already belongs to Patient %q; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber). Nothing was stored.", dup.identifier.Value, dup.holder)
+		}
+		writeOutcome(w, http.StatusConflict, fhirError("duplicate", "Patient.identifier", msg))
+	case errors.Is(err, errRaced):
+		writeOutcome(w, http.StatusConflict, fhirError("conflict", "", "Other writes kept changing which Patients match the criteria; nothing was changed. Send the request again."))
 	case errors.Is(err, errStoreFull) || errors.Is(err, syscall.ENOSPC):
 		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()))
 		w.Header().Set("Retry-After", "60")

@@ -36,13 +36,27 @@ func handlePatientCreate(log *slog.Logger, store patientStore) http.Handler {
 			return
 		}
 		id := newUUID()
-		v, err := store.Create(r.Context(), id, p.build(id))
-		if err != nil {
-			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+		var v patientVersion
+		var err error
+		matches := 0
+		if cond, conditional := r.Header["If-None-Exist"]; !conditional {
+			v, err = store.Create(r.Context(), id, p.build(id))
+		} else if c, ok := parseCriteria(w, "If-None-Exist", strings.Join(cond, "&")); !ok {
 			return
+		} else {
+			v, matches, err = store.CreateIfNone(r.Context(), id, c, p.build(id))
 		}
-		w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
-		writeVersion(w, r, http.StatusCreated, v)
+		switch {
+		case err != nil:
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+		case matches > 1:
+			writeOutcome(w, http.StatusPreconditionFailed, tooManyMatches("If-None-Exist", matches))
+		case matches == 1: // R4 http.html#ccreate: the create is ignored, and the Patient that matched returned
+			writeVersion(w, r, http.StatusOK, v)
+		default:
+			w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+			writeVersion(w, r, http.StatusCreated, v)
+		}
 	})
 }
 
@@ -97,6 +111,103 @@ func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
 			w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
 		}
 		writeVersion(w, r, status, v)
+	})
+}
+
+// parseCriteria reads a conditional interaction's search parameters (R4 http.html), from the query or
+// the If-None-Exist header, answering 400 itself. It is strict: an unknown parameter would silently
+// widen the match, so it is an error, as is having no parameter at all.
+func parseCriteria(w http.ResponseWriter, from, raw string) (searchCriteria, bool) {
+	raw = strings.TrimPrefix(strings.TrimPrefix(raw, "Patient"), "?") // the header may hold a whole search URL
+	params, err := url.ParseQuery(raw)
+	params.Del("_format")
+	if err != nil || len(params) == 0 {
+		writeOutcome(w, http.StatusBadRequest, fhirError("invalid", "", from+
+			": a conditional interaction needs search parameters, such as identifier=https://fhir.nhs.uk/Id/nhs-number|9434765919."))
+		return searchCriteria{}, false
+	}
+	q, self, issues := parsePatientSearch(params, true)
+	if issues != nil {
+		for i := range issues {
+			issues[i].Diagnostics = from + ": " + issues[i].Diagnostics
+		}
+		writeOutcome(w, http.StatusBadRequest, issues...)
+		return searchCriteria{}, false
+	}
+	self.Del("_count")
+	self.Del("_offset")
+	return searchCriteria{q: q, text: self.Encode()}, true
+}
+
+// tooManyMatches is the 412 of a conditional interaction whose criteria match several Patients.
+func tooManyMatches(from string, n int) fhirIssue {
+	return fhirError("processing", "", fmt.Sprintf("%s: %d Patients match; the criteria must select one. Nothing was changed.", from, n))
+}
+
+// handlePatientConditionalUpdate serves PUT /Patient?<criteria> (R4 http.html#cond-update): no match
+// creates the Patient (with the body's id, or a new one), one match updates it (the body's id, if any,
+// must be its id), several are a 412.
+func handlePatientConditionalUpdate(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := parseCriteria(w, "PUT /Patient", r.URL.RawQuery)
+		if !ok {
+			return
+		}
+		if r.Header.Get("If-Match") != "" {
+			writeOutcome(w, http.StatusBadRequest, fhirError("invalid", "", "A conditional update takes no If-Match; to update one version, PUT /Patient/{id} with If-Match."))
+			return
+		}
+		body, ok := readBody(w, r, nil, maxFHIRBody, "application/fhir+json", "application/json")
+		if !ok {
+			return
+		}
+		p, issues, status := parsePatient(body, false)
+		if status != 0 {
+			writeOutcome(w, status, issues...)
+			return
+		}
+		v, created, matches, err := store.UpdateWhere(r.Context(), c, p.bodyID, newUUID(), http.MethodPut, p.build)
+		var mismatch *idMismatchError
+		switch {
+		case errors.As(err, &mismatch):
+			writeOutcome(w, http.StatusBadRequest, fhirError("invalid", "Patient.id", fmt.Sprintf(
+				"The criteria match Patient %q, but the resource's id is %q; send its id, or none.", mismatch.matched, p.bodyID)))
+		case errors.Is(err, errExists):
+			writeOutcome(w, http.StatusConflict, fhirError("conflict", "Patient.id", fmt.Sprintf(
+				"No Patient matches the criteria, and the resource's id names Patient %q, which does not match them; nothing was changed.", p.bodyID)))
+		case err != nil:
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+		case matches > 1:
+			writeOutcome(w, http.StatusPreconditionFailed, tooManyMatches("PUT /Patient", matches))
+		case created:
+			w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+			writeVersion(w, r, http.StatusCreated, v)
+		default:
+			writeVersion(w, r, http.StatusOK, v)
+		}
+	})
+}
+
+// handlePatientConditionalDelete serves DELETE /Patient?<criteria> (R4 http.html, conditional delete;
+// the CapabilityStatement says single): no match or one match (deleted) is a 204, several a 412.
+func handlePatientConditionalDelete(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := parseCriteria(w, "DELETE /Patient", r.URL.RawQuery)
+		if !ok {
+			return
+		}
+		v, matches, err := store.DeleteWhere(r.Context(), c)
+		switch {
+		case err != nil:
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+		case matches > 1:
+			writeOutcome(w, http.StatusPreconditionFailed, tooManyMatches("DELETE /Patient", matches))
+		default:
+			if matches == 1 {
+				w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}
 	})
 }
 
@@ -529,9 +640,9 @@ func capabilityStatement() []byte {
 				"versioning":        "versioned",
 				"readHistory":       true,
 				"updateCreate":      true,
-				"conditionalCreate": false,
-				"conditionalUpdate": false,
-				"conditionalDelete": "not-supported",
+				"conditionalCreate": true,
+				"conditionalUpdate": true,
+				"conditionalDelete": "single",
 			}},
 		}},
 	})

@@ -24,6 +24,12 @@ import (
 
 const minimalPatient = `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9991234578"}],"name":[{"family":"Smith","given":["Jo"]}],"gender":"female","birthDate":"1974-12-25"}`
 
+// withNHSNumber is body with its NHS number 9991234578 replaced by the n-th test number, for tests
+// that create several Patients in one store (a live Patient's NHS number is unique).
+func withNHSNumber(body string, n int) string {
+	return strings.Replace(body, "9991234578", testNHSNumber(n), 1)
+}
+
 func postPatient(body string) *http.Request {
 	req := httptest.NewRequest(http.MethodPost, "/Patient", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/fhir+json")
@@ -97,7 +103,7 @@ func TestPatientPrefer(t *testing.T) {
 		{"", "Patient"}, {"return=representation", "Patient"}, {"return=minimal", ""},
 		{"return=OperationOutcome", "OperationOutcome"}, {`handling=strict, return="minimal"`, ""},
 	} {
-		req := postPatient(minimalPatient)
+		req := postPatient(withNHSNumber(minimalPatient, len(tt.prefer)))
 		if tt.prefer != "" {
 			req.Header.Set("Prefer", tt.prefer)
 		}
@@ -183,8 +189,10 @@ func TestPatientErrors(t *testing.T) {
 			fhirIssue{"error", "not-supported", "The request has no Content-Type; Content-Type must be application/json-patch+json (charset utf-8).", nil, nil}},
 		{"post on instance", "POST", "/Patient/abc", "", "", "", 405,
 			fhirIssue{"error", "not-supported", "This path does not support POST; it supports DELETE, GET, HEAD, PATCH, PUT.", nil, nil}},
-		{"delete on type", "DELETE", "/Patient", "", "", "", 405,
-			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports GET, HEAD, POST.", nil, nil}},
+		{"delete on type without criteria", "DELETE", "/Patient", "", "", "", 400,
+			fhirIssue{"error", "invalid", "DELETE /Patient: a conditional interaction needs search parameters, such as identifier=https://fhir.nhs.uk/Id/nhs-number|9434765919.", nil, nil}},
+		{"patch on type", "PATCH", "/Patient", "", "", "", 405,
+			fhirIssue{"error", "not-supported", "This path does not support PATCH; it supports DELETE, GET, HEAD, POST, PUT.", nil, nil}},
 		{"metadata post", "POST", "/metadata", "", "", "", 405,
 			fhirIssue{"error", "not-supported", "This path does not support POST; it supports GET, HEAD.", nil, nil}},
 		{"bad request id on FHIR route", "GET", "/metadata", "", "", "", 400,
@@ -457,7 +465,7 @@ func TestFHIRMethodNotAllowed(t *testing.T) {
 		{"PUT", "/Patient/$validate", "POST"},
 		{"PATCH", "/Patient/$validate", "POST"},
 		{"DELETE", "/Patient/%24validate", "POST"},
-		{"DELETE", "/Patient", "GET, HEAD, POST"},
+		{"PATCH", "/Patient", "DELETE, GET, HEAD, POST, PUT"},
 		{"POST", "/metadata", "GET, HEAD"},
 		{"POST", "/Patient/p1/_history", "GET, HEAD"},
 		{"PUT", "/Patient/p1/_history/1", "GET, HEAD"},
@@ -532,7 +540,7 @@ func TestPatientAuth(t *testing.T) {
 			body := ""
 			switch tt.method {
 			case "POST":
-				body = minimalPatient
+				body = withNHSNumber(minimalPatient, len(tt.name))
 			case "PUT":
 				body = `{"resourceType":"Patient","id":"` + id + `"}`
 			case "PATCH":
@@ -745,7 +753,7 @@ func patchReq(id, body string, headers ...string) *http.Request {
 func TestPatientPatch(t *testing.T) {
 	h := newTestServer(t)
 	id := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
-	gone := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
+	gone := decodeAnyBody(t, do(t, h, postPatient(strings.Replace(minimalPatient, "9991234578", "9434765919", 1))))["id"].(string)
 	do(t, h, fhirReq("DELETE", "/Patient/"+gone, ""))
 	oo := func(issues ...fhirIssue) *operationOutcome { return &operationOutcome{"OperationOutcome", issues} }
 	processing := func(msg string) fhirIssue { return fhirError("processing", "", msg) }
@@ -1008,4 +1016,190 @@ func FuzzPatientPatch(f *testing.F) {
 			t.Fatalf("PATCH %q stored a Patient the validator refuses: %s %v", patch, body, issues)
 		}
 	})
+}
+
+// TestNHSNumberUniqueAcrossPatients: a live Patient's NHS number belongs to no other live Patient,
+// whatever the write (create, update, patch); the 409 names the holder only to a caller who may read
+// Patients; a deletion releases the number; and 32 concurrent creates of one number make one Patient.
+func TestNHSNumberUniqueAcrossPatients(t *testing.T) {
+	h := newTestServer(t)
+	li := localTestIssuer(t)
+	rw, writeOnly := "Bearer "+li.token(t, allScopes), "Bearer "+li.token(t, "user/Patient.write")
+	const nhs = "9434765919"
+	body := func(id string) string {
+		idPart := ""
+		if id != "" {
+			idPart = `"id":"` + id + `",`
+		}
+		return `{"resourceType":"Patient",` + idPart + `"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + nhs + `"}],"gender":"female"}`
+	}
+	a := decodeAnyBody(t, do(t, h, fhirReq("POST", "/Patient", body(""), "Authorization", rw)))["id"].(string)
+	b := decodeAnyBody(t, do(t, h, fhirReq("POST", "/Patient", `{"resourceType":"Patient","gender":"male"}`, "Authorization", rw)))["id"].(string)
+	dup := func(holder string) operationOutcome {
+		msg := "The NHS number " + nhs + " already belongs to another Patient; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber). Nothing was stored."
+		if holder != "" {
+			msg = "The NHS number " + nhs + ` already belongs to Patient "` + holder + `"; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber). Nothing was stored.`
+		}
+		return operationOutcome{"OperationOutcome", []fhirIssue{fhirError("duplicate", "Patient.identifier", msg)}}
+	}
+	patch := fhirReq("PATCH", "/Patient/"+b, `[{"op":"add","path":"/identifier","value":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"`+nhs+`"}]}]`, "Authorization", rw)
+	patch.Header.Set("Content-Type", jsonPatchType)
+	for _, tt := range []struct {
+		name string
+		req  *http.Request
+		want operationOutcome
+	}{
+		{"create", fhirReq("POST", "/Patient", body(""), "Authorization", rw), dup(a)},
+		{"create, write-only token", fhirReq("POST", "/Patient", body(""), "Authorization", writeOnly), dup("")},
+		{"update another", fhirReq("PUT", "/Patient/"+b, body(b), "Authorization", rw), dup(a)},
+		{"update-as-create", fhirReq("PUT", "/Patient/new-1", body("new-1"), "Authorization", rw), dup(a)},
+		{"patch another", patch, dup(a)},
+	} {
+		res := do(t, h, tt.req)
+		if res.StatusCode != http.StatusConflict {
+			t.Errorf("%s: status %d, want 409", tt.name, res.StatusCode)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, decodeBody[operationOutcome](t, res)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	if res := do(t, h, fhirReq("PUT", "/Patient/"+a, body(a), "Authorization", rw)); res.StatusCode != 200 {
+		t.Errorf("update of the holder itself: %d, want 200", res.StatusCode)
+	}
+	if total := decodeBody[bundle](t, do(t, h, fhirReq("GET", "/Patient?identifier=|"+nhs+"&_count=0", "", "Authorization", rw))).Total; total != 0 {
+		t.Errorf("identifier=|%s: %d matches, want 0 (the number is only under its system)", nhs, total)
+	}
+	do(t, h, fhirReq("DELETE", "/Patient/"+a, "", "Authorization", rw))
+	if res := do(t, h, fhirReq("PUT", "/Patient/"+b, body(b), "Authorization", rw)); res.StatusCode != 200 {
+		t.Errorf("update after the holder was deleted: %d, want 200 (a deletion releases the number)", res.StatusCode)
+	}
+
+	// 32 concurrent creates of a new number: exactly one 201.
+	const racing = 32
+	statuses := make(chan int, racing)
+	var wg sync.WaitGroup
+	for range racing {
+		wg.Go(func() {
+			res := doRaw(t, h, fhirReq("POST", "/Patient", strings.Replace(body(""), nhs, "9000000009", 1), "Authorization", rw))
+			statuses <- res.StatusCode
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if diff := cmp.Diff(map[int]int{201: 1, 409: racing - 1}, count); diff != "" {
+		t.Errorf("statuses of %d concurrent creates of one NHS number (-want +got):\n%s", racing, diff)
+	}
+}
+
+// TestConditionalInteractions walks If-None-Exist, PUT /Patient?criteria and DELETE /Patient?criteria
+// through no match, one match and several (R4 http.html), with strict criteria.
+func TestConditionalInteractions(t *testing.T) {
+	h := newTestServer(t)
+	patient := func(id, ident string) string {
+		idPart := ""
+		if id != "" {
+			idPart = `"id":"` + id + `",`
+		}
+		return `{"resourceType":"Patient",` + idPart + `"identifier":[{"system":"urn:test","value":"` + ident + `"}],"gender":"female"}`
+	}
+	ifNone := func(crit, body string) *http.Request {
+		return fhirReq("POST", "/Patient", body, "If-None-Exist", crit)
+	}
+	first := do(t, h, ifNone("identifier=urn:test|c1", patient("", "c1")))
+	if first.StatusCode != 201 {
+		t.Fatalf("conditional create, no match: %d, want 201", first.StatusCode)
+	}
+	c1 := decodeAnyBody(t, first)["id"].(string)
+	do(t, h, postPatient(patient("", "twin")))
+	do(t, h, postPatient(patient("", "twin")))
+	type step struct {
+		name       string
+		req        *http.Request
+		wantStatus int
+		wantID     string // the Patient in the body, when there is one
+	}
+	for _, st := range []step{
+		{"create, one match", ifNone("identifier=urn:test|c1", patient("", "c1")), 200, c1},
+		{"create, one match, whole URL", ifNone("Patient?identifier=c1", patient("", "c1")), 200, c1},
+		{"create, several", ifNone("identifier=twin", patient("", "twin")), 412, ""},
+		{"create, unknown criteria", ifNone("foo=bar", patient("", "x")), 400, ""},
+		{"create, empty criteria", ifNone("", patient("", "x")), 400, ""},
+		{"create, bad criteria value", ifNone("birthdate=1974-13", patient("", "x")), 400, ""},
+		{"update, one match", fhirReq("PUT", "/Patient?identifier=c1", patient("", "c1")), 200, c1},
+		{"update, one match, its id", fhirReq("PUT", "/Patient?identifier=c1", patient(c1, "c1")), 200, c1},
+		{"update, one match, another id", fhirReq("PUT", "/Patient?identifier=c1", patient("other", "c1")), 400, ""},
+		{"update, none, body id", fhirReq("PUT", "/Patient?identifier=u1", patient("chosen-1", "u1")), 201, "chosen-1"},
+		{"update, none, id of a Patient that does not match", fhirReq("PUT", "/Patient?identifier=nobody", patient(c1, "nobody")), 409, ""},
+		{"update, several", fhirReq("PUT", "/Patient?identifier=twin", patient("", "twin")), 412, ""},
+		{"update, If-Match", fhirReq("PUT", "/Patient?identifier=c1", patient("", "c1"), "If-Match", `W/"1"`), 400, ""},
+		{"update, no criteria", fhirReq("PUT", "/Patient", patient("", "c1")), 400, ""},
+		{"delete, several", fhirReq("DELETE", "/Patient?identifier=twin", ""), 412, ""},
+		{"delete, none", fhirReq("DELETE", "/Patient?identifier=nobody", ""), 204, ""},
+		{"delete, one", fhirReq("DELETE", "/Patient?identifier=u1", ""), 204, ""},
+		{"deleted", fhirReq("GET", "/Patient/chosen-1", ""), 410, ""},
+		{"delete, strict criteria", fhirReq("DELETE", "/Patient?identifer=u1", ""), 400, ""},
+	} {
+		res := do(t, h, st.req)
+		if res.StatusCode != st.wantStatus {
+			t.Errorf("%s: status %d, want %d: %s", st.name, res.StatusCode, st.wantStatus, readAll(t, res.Body))
+			continue
+		}
+		if st.wantID != "" {
+			if got := decodeAnyBody(t, res)["id"]; got != st.wantID {
+				t.Errorf("%s: Patient %v, want %s", st.name, got, st.wantID)
+			}
+		}
+	}
+	if b := decodeBody[bundle](t, do(t, h, fhirReq("GET", "/Patient?identifier=c1", ""))); b.Total != 1 {
+		t.Errorf("after the conditional interactions, %d Patients with identifier c1, want 1", b.Total)
+	}
+}
+
+// TestConditionalInteractionsRaceFree sends 32 concurrent conditional creates, and 32 concurrent
+// conditional updates, each of one new identifier: one Patient each, one 201 each, the rest 200 with
+// that Patient (HAPI's conditional create is known to race: hapi-fhir #3141).
+func TestConditionalInteractionsRaceFree(t *testing.T) {
+	h := newTestServer(t)
+	const racing = 32
+	for _, tt := range []struct {
+		name string
+		req  func() *http.Request
+	}{
+		{"If-None-Exist", func() *http.Request {
+			return fhirReq("POST", "/Patient", `{"resourceType":"Patient","identifier":[{"system":"urn:race","value":"r1"}]}`, "If-None-Exist", "identifier=urn:race|r1")
+		}},
+		{"PUT ?identifier", func() *http.Request {
+			return fhirReq("PUT", "/Patient?identifier=urn:race|r2", `{"resourceType":"Patient","identifier":[{"system":"urn:race","value":"r2"}]}`)
+		}},
+	} {
+		type result struct {
+			status int
+			id     string
+		}
+		results := make(chan result, racing)
+		var wg sync.WaitGroup
+		for range racing {
+			wg.Go(func() {
+				res := do(t, h, tt.req())
+				var p struct{ ID string }
+				json.NewDecoder(res.Body).Decode(&p)
+				results <- result{res.StatusCode, p.ID}
+			})
+		}
+		wg.Wait()
+		close(results)
+		statuses, ids := map[int]int{}, map[string]bool{}
+		for r := range results {
+			statuses[r.status]++
+			ids[r.id] = true
+		}
+		if diff := cmp.Diff(map[int]int{201: 1, 200: racing - 1}, statuses); diff != "" || len(ids) != 1 {
+			t.Errorf("%s: %d concurrent requests gave %d Patients; statuses (-want +got):\n%s", tt.name, racing, len(ids), diff)
+		}
+	}
 }

@@ -38,8 +38,10 @@ func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs f
 		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement()))},
 		{"GET", "/Patient", read(handlePatientSearch(log, store, cfg.baseURL))},
 		{"POST", "/Patient", write(handlePatientCreate(log, store))},
+		{"PUT", "/Patient", write(handlePatientConditionalUpdate(log, store))},
+		{"DELETE", "/Patient", write(handlePatientConditionalDelete(log, store))},
 		{"POST", "/Patient/_search", read(handlePatientSearch(log, store, cfg.baseURL))},
-		{"POST", "/Patient/$validate", read(handlePatientValidate())}, // never stores: read access suffices
+		{"POST", "/Patient/$validate", read(handlePatientValidate(log, store))}, // never stores: read access suffices
 		{"GET", "/Patient/{id}", read(handlePatientRead(log, store))},
 		{"PUT", "/Patient/{id}", write(handlePatientUpdate(log, store))},
 		{"PATCH", "/Patient/{id}", write(handlePatientPatch(log, store))},

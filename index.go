@@ -436,6 +436,19 @@ func (ix *patientIndex) matches(i uint32, q *patientQuery) bool {
 	return true
 }
 
+// holderOf returns the id of a live Patient other than id that holds identifier system|value, or "".
+func (ix *patientIndex) holderOf(system, value, id string) string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	t := tokenValue{System: system, Value: value}
+	for _, i := range ix.postings.get(ix.key('v', value), nil) {
+		if ix.slotAt(i).live && string(ix.id(i)) != id && ix.hasIdentifier(ix.fieldsOf(i), t) {
+			return string(ix.id(i))
+		}
+	}
+	return ""
+}
+
 // hasIdentifier reports whether any identifier in f matches the token t.
 func (ix *patientIndex) hasIdentifier(f fieldsBlob, t tokenValue) bool {
 	found := false

@@ -23,6 +23,12 @@ type ctxKey int
 // requestInfoKey holds the request's *statusWriter, which carries its ID and token subject hash.
 const requestInfoKey ctxKey = iota
 
+// canReadPatients reports whether the request's token may read Patients.
+func canReadPatients(ctx context.Context) bool {
+	ri, ok := ctx.Value(requestInfoKey).(*statusWriter)
+	return ok && ri.canReadPatients
+}
+
 // requestIDFrom returns the request ID the middleware assigned, "" outside a request.
 func requestIDFrom(ctx context.Context) string {
 	if ri, ok := ctx.Value(requestInfoKey).(*statusWriter); ok {
@@ -127,9 +133,10 @@ func newUUID() string {
 // token's subject once the auth check has run.
 type statusWriter struct {
 	http.ResponseWriter
-	status  int
-	id      string
-	subHash string
+	status          int
+	id              string
+	subHash         string
+	canReadPatients bool // the token may read Patients, so an answer may name another Patient's id
 }
 
 // WriteHeader records the first status written.
@@ -176,7 +183,7 @@ func requireToken(v *verifier, need access, next http.Handler) http.Handler {
 		}
 		if aerr == nil {
 			if ri, ok := r.Context().Value(requestInfoKey).(*statusWriter); ok {
-				ri.subHash = subjectHash(claims.Subject)
+				ri.subHash, ri.canReadPatients = subjectHash(claims.Subject), hasScope(claims, false)
 			}
 			if need == anyToken || hasScope(claims, need == writePatients) {
 				next.ServeHTTP(w, r)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -126,6 +128,18 @@ type patientStore interface {
 	VRead(ctx context.Context, id string, version int) (patientVersion, error)
 	// History returns every version, newest first; errNotFound if the id never existed.
 	History(ctx context.Context, id string) ([]patientVersion, error)
+	// CreateIfNone is a conditional create (If-None-Exist): it records version 1 of id, as Create
+	// does, unless current Patients match c; with one match it records nothing and returns that
+	// Patient with matches 1, with several nothing but their number.
+	CreateIfNone(ctx context.Context, id string, c searchCriteria, build buildFunc) (v patientVersion, matches int, err error)
+	// UpdateWhere is a conditional update: with no match it creates the Patient (under bodyID if the
+	// body has one, else newID); with one it updates that one (an *idMismatchError if bodyID names
+	// another); with several it records nothing and returns their number. An existing Patient named by
+	// bodyID that does not match is errExists. build makes the body for the id it is given.
+	UpdateWhere(ctx context.Context, c searchCriteria, bodyID, newID, method string, build func(id string) buildFunc) (v patientVersion, created bool, matches int, err error)
+	// DeleteWhere is a conditional delete of a single match: none records nothing, one is deleted as
+	// Delete does, several are left alone and only their number returned.
+	DeleteWhere(ctx context.Context, c searchCriteria) (v patientVersion, matches int, err error)
 	// Search returns how many current Patients match q and the page [q.Offset, q.Offset+q.Count) of
 	// them, in a stable order (search.go defines the query and its semantics).
 	Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error)
@@ -143,6 +157,7 @@ var (
 	errStoreUnavailable = errors.New("patient store is not taking writes")
 	errStoreFull        = errors.New("patient store is out of disk space")
 	errStoreClosed      = fmt.Errorf("%w: closed", errStoreUnavailable)
+	errDuplicate        = errors.New("an identifier that must be unique is held by another Patient")
 )
 
 // corruptJournalError says which record of which file failed to replay, so an operator can look
@@ -871,7 +886,7 @@ func (s *journalStore) Create(ctx context.Context, id string, build buildFunc) (
 	if cur.version > 0 {
 		return patientVersion{}, errExists
 	}
-	return s.write(id, cur, http.MethodPost, build)
+	return s.write(ctx, id, cur, http.MethodPost, build, nil, nil)
 }
 
 // Update implements patientStore.
@@ -884,7 +899,7 @@ func (s *journalStore) Update(ctx context.Context, id string, ifMatch int, metho
 	if ifMatch != 0 && ifMatch != int(cur.version) {
 		return patientVersion{}, false, errVersionConflict
 	}
-	v, err := s.write(id, cur, method, build)
+	v, err := s.write(ctx, id, cur, method, build, nil, nil)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
@@ -905,11 +920,146 @@ func (s *journalStore) Delete(ctx context.Context, id string) (patientVersion, b
 		v, err := s.version(cur.rec)
 		return v, false, err
 	}
-	v, err := s.write(id, cur, http.MethodDelete, nil)
+	v, err := s.write(ctx, id, cur, http.MethodDelete, nil, nil, nil)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
 	return v, true, nil
+}
+
+// searchCriteria is a conditional interaction's search (R4 http.html): the parsed query, and its
+// canonical text (the parameters, sorted, as url.Values.Encode writes them).
+type searchCriteria struct {
+	q    patientQuery
+	text string
+}
+
+// criteriaKeys are the write slots a conditional interaction holds from its search until its own write
+// is visible. Criteria naming identifier values take those values' slots, which every write adding one
+// of them takes too, so no write can make a Patient match meanwhile. Other criteria take a slot of
+// their own text: such conditional interactions are atomic with each other, not with plain writes.
+func criteriaKeys(c searchCriteria) []string {
+	if i := identifierClause(&c.q); i >= 0 {
+		var keys []string
+		for _, t := range c.q.Identifiers[i] {
+			keys = append(keys, identifierLock(t.Value))
+		}
+		return keys
+	}
+	return []string{"q\x00" + c.text}
+}
+
+// errRaced says a conditional interaction's search gave another answer under its slots than before;
+// errMatched stops a conditional create whose search found Patients.
+var (
+	errRaced   = errors.New("the conditional interaction's matches changed while it ran")
+	errMatched = errors.New("the conditional create's criteria match")
+)
+
+// idMismatchError says a conditional update's body names an id other than the one Patient its criteria
+// match.
+type idMismatchError struct{ matched string }
+
+func (e *idMismatchError) Error() string {
+	return fmt.Sprintf("the criteria match Patient %q", e.matched)
+}
+
+// matching runs c's search for up to two matches.
+func (s *journalStore) matching(ctx context.Context, c searchCriteria) (int, []patientVersion, error) {
+	q := c.q
+	q.Offset, q.Count = 0, 2
+	return s.Search(ctx, q)
+}
+
+// CreateIfNone implements patientStore.
+func (s *journalStore) CreateIfNone(ctx context.Context, id string, c searchCriteria, build buildFunc) (patientVersion, int, error) {
+	cur, release, err := s.begin(ctx, id)
+	if err != nil {
+		return patientVersion{}, 0, err
+	}
+	defer release()
+	if cur.version > 0 {
+		return patientVersion{}, 0, errExists
+	}
+	var matches int
+	var found []patientVersion
+	v, err := s.write(ctx, id, cur, http.MethodPost, build, criteriaKeys(c), func() (err error) {
+		if matches, found, err = s.matching(ctx, c); err == nil && matches > 0 {
+			err = errMatched
+		}
+		return err
+	})
+	switch {
+	case errors.Is(err, errMatched) && matches == 1:
+		return found[0], 1, nil
+	case errors.Is(err, errMatched):
+		return patientVersion{}, matches, nil
+	}
+	return v, 0, err
+}
+
+// conditionalAttempts bounds how often a conditional update or delete starts again when other writes
+// change its matches between its search and its write.
+const conditionalAttempts = 5
+
+// UpdateWhere implements patientStore. It searches, takes the target's write slot, then writes only if
+// the search, again under the slots, has the same answer.
+func (s *journalStore) UpdateWhere(ctx context.Context, c searchCriteria, bodyID, newID, method string, build func(id string) buildFunc) (patientVersion, bool, int, error) {
+	for attempt := 1; ; attempt++ {
+		matches, found, err := s.matching(ctx, c)
+		if err != nil || matches > 1 {
+			return patientVersion{}, false, matches, err
+		}
+		target := cmp.Or(bodyID, newID)
+		if matches == 1 {
+			if target = found[0].ID; bodyID != "" && bodyID != target {
+				return patientVersion{}, false, 1, &idMismatchError{matched: target}
+			}
+		}
+		v, err := s.writeIfSame(ctx, target, c, matches, method, build(target))
+		switch {
+		case errors.Is(err, errRaced) && attempt < conditionalAttempts:
+			continue
+		case err != nil:
+			return patientVersion{}, false, matches, err
+		}
+		return v, v.Created, matches, nil
+	}
+}
+
+// DeleteWhere implements patientStore, as UpdateWhere does.
+func (s *journalStore) DeleteWhere(ctx context.Context, c searchCriteria) (patientVersion, int, error) {
+	for attempt := 1; ; attempt++ {
+		matches, found, err := s.matching(ctx, c)
+		if err != nil || matches != 1 {
+			return patientVersion{}, matches, err
+		}
+		v, err := s.writeIfSame(ctx, found[0].ID, c, 1, http.MethodDelete, nil)
+		if errors.Is(err, errRaced) && attempt < conditionalAttempts {
+			continue
+		}
+		return v, 1, err
+	}
+}
+
+// writeIfSame writes target if c still has matches matches (target being the match when there is one).
+// A Patient that is current but does not match (a conditional update naming it) is errExists.
+func (s *journalStore) writeIfSame(ctx context.Context, target string, c searchCriteria, matches int, method string, build buildFunc) (patientVersion, error) {
+	cur, release, err := s.begin(ctx, target)
+	if err != nil {
+		return patientVersion{}, err
+	}
+	defer release()
+	if matches == 0 && cur.live {
+		return patientVersion{}, errExists
+	}
+	return s.write(ctx, target, cur, method, build, criteriaKeys(c), func() error {
+		n, found, err := s.matching(ctx, c)
+		if err == nil && (n != matches || n == 1 && found[0].ID != target) {
+			err = errRaced
+		}
+		return err
+	})
 }
 
 // Ready implements patientStore: false once closed or after a failed fsync.
@@ -945,26 +1095,24 @@ func (s *journalStore) Close() error {
 	return s.closeErr
 }
 
-// lockID takes id's write slot, waiting for ctx at most; the returned func gives it back.
-func (s *journalStore) lockID(ctx context.Context, id string) (func(), error) {
-	if len(id) == 0 || len(id) > maxPatientIDLength {
-		return nil, fmt.Errorf("patient id of %d bytes outside 1..%d", len(id), maxPatientIDLength)
-	}
+// lockSlot takes the write slot of key -- an id, or a key of lockKeys -- waiting for ctx at most; the
+// returned func gives it back.
+func (s *journalStore) lockSlot(ctx context.Context, key string) (func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.slotsMu.Lock()
-	slot := s.slots[id]
+	slot := s.slots[key]
 	if slot == nil {
 		slot = &idSlot{sem: make(chan struct{}, 1)}
-		s.slots[id] = slot
+		s.slots[key] = slot
 	}
 	slot.refs++
 	s.slotsMu.Unlock()
 	unref := func() {
 		s.slotsMu.Lock()
 		if slot.refs--; slot.refs == 0 {
-			delete(s.slots, id)
+			delete(s.slots, key)
 		}
 		s.slotsMu.Unlock()
 	}
@@ -977,11 +1125,36 @@ func (s *journalStore) lockID(ctx context.Context, id string) (func(), error) {
 	}
 }
 
+// lockKeys takes the write slots of keys, sorted, so that writers taking several never wait for each
+// other in a circle; every writer takes its id's slot first and its keys after, all at once.
+func (s *journalStore) lockKeys(ctx context.Context, keys []string) (func(), error) {
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	var releases []func()
+	release := func() {
+		for _, r := range slices.Backward(releases) {
+			r()
+		}
+	}
+	for _, k := range keys {
+		r, err := s.lockSlot(ctx, k)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		releases = append(releases, r)
+	}
+	return release, nil
+}
+
 // begin starts a write of id: it takes id's write slot (waiting for ctx at most) and returns id's
 // current slot in the index (the zero slot for a new id), which cannot change while the write slot is
 // held, and the func that gives the write slot back; or why no write can succeed now.
 func (s *journalStore) begin(ctx context.Context, id string) (slot, func(), error) {
-	release, err := s.lockID(ctx, id)
+	if len(id) == 0 || len(id) > maxPatientIDLength {
+		return slot{}, nil, fmt.Errorf("patient id of %d bytes outside 1..%d", len(id), maxPatientIDLength)
+	}
+	release, err := s.lockSlot(ctx, id)
 	if err != nil {
 		return slot{}, nil, err
 	}
@@ -1000,33 +1173,32 @@ func (s *journalStore) begin(ctx context.Context, id string) (slot, func(), erro
 // lastUpdated never goes backwards within an id, so history order and _lastUpdated agree even if the
 // clock steps back.
 //
+// Before committing, it takes the slots of the body's identifier values and of keys (a conditional
+// interaction's criteria), refuses an NHS number another live Patient holds (a *duplicateError), and
+// runs recheck (that interaction's search, again under the slots), so neither can race another write.
+//
 // Once the record is queued the wait ignores ctx: the record may reach the disk regardless, and
 // the slot must be held until it is visible or the next writer would reuse its version number.
-func (s *journalStore) write(id string, cur slot, method string, build buildFunc) (patientVersion, error) {
-	v := patientVersion{ID: id, Version: int(cur.version) + 1, Deleted: method == http.MethodDelete, Method: method,
-		Created: !cur.live, LastUpdated: time.UnixMilli(max(s.now().UnixMilli(), cur.lastUpdated)).UTC()}
-	if !v.Deleted {
-		body, err := build(v.Version, v.LastUpdated)
-		if err != nil {
-			return patientVersion{}, err
-		}
-		if len(body) == 0 {
-			return patientVersion{}, errors.New("build patient: empty body")
-		}
-		v.Body = body
-	}
-	prev := recordLoc{off: -1}
-	if cur.version > 0 {
-		prev = cur.rec
-	}
-	rec, err := encodeRecord(v, methodCode(method), prev)
+func (s *journalStore) write(ctx context.Context, id string, cur slot, method string, build buildFunc, keys []string, recheck func() error) (patientVersion, error) {
+	req, err := s.prepareWrite(id, cur, method, build)
 	if err != nil {
 		return patientVersion{}, err
 	}
-	if !v.Deleted {
-		v.Body = rec[len(rec)-len(v.Body):] // our own copy: build's caller may reuse its slice
+	fields := fieldsBlob(req.update.fields)
+	fields.eachIdentifier(func(_ uint32, value []byte) { keys = append(keys, identifierLock(string(value))) })
+	release, err := s.lockKeys(ctx, keys)
+	if err != nil {
+		return patientVersion{}, err
 	}
-	req := &commitReq{update: s.ix.prepare(v), rec: rec, done: make(chan error, 1)}
+	defer release()
+	if err := s.checkUnique(id, fields); err != nil {
+		return patientVersion{}, err
+	}
+	if recheck != nil {
+		if err := recheck(); err != nil {
+			return patientVersion{}, err
+		}
+	}
 	select {
 	case s.reqs <- req:
 	case <-s.done:
@@ -1036,6 +1208,66 @@ func (s *journalStore) write(id string, cur slot, method string, build buildFunc
 		return patientVersion{}, err
 	}
 	return req.update.v, nil
+}
+
+// prepareWrite makes the version after cur and its record, ready for the committer.
+func (s *journalStore) prepareWrite(id string, cur slot, method string, build buildFunc) (*commitReq, error) {
+	v := patientVersion{ID: id, Version: int(cur.version) + 1, Deleted: method == http.MethodDelete, Method: method,
+		Created: !cur.live, LastUpdated: time.UnixMilli(max(s.now().UnixMilli(), cur.lastUpdated)).UTC()}
+	if !v.Deleted {
+		body, err := build(v.Version, v.LastUpdated)
+		if err != nil {
+			return nil, err
+		}
+		if len(body) == 0 {
+			return nil, errors.New("build patient: empty body")
+		}
+		v.Body = body
+	}
+	prev := recordLoc{off: -1}
+	if cur.version > 0 {
+		prev = cur.rec
+	}
+	rec, err := encodeRecord(v, methodCode(method), prev)
+	if err != nil {
+		return nil, err
+	}
+	if !v.Deleted {
+		v.Body = rec[len(rec)-len(v.Body):] // our own copy: build's caller may reuse its slice
+	}
+	return &commitReq{update: s.ix.prepare(v), rec: rec, done: make(chan error, 1)}, nil
+}
+
+// identifierLock is the write slot of an identifier value: every write holding the value takes it,
+// and so does a conditional interaction whose criteria name it.
+func identifierLock(value string) string { return "v\x00" + value }
+
+// duplicateError says an NHS number is already held by another live Patient (UK Core: one Patient per
+// NHS number); it is errDuplicate.
+type duplicateError struct {
+	identifier patientIdentifier
+	holder     string // the id of the Patient holding it
+}
+
+func (e *duplicateError) Error() string {
+	return fmt.Sprintf("NHS number %s already belongs to Patient %q", e.identifier.Value, e.holder)
+}
+
+func (e *duplicateError) Is(target error) bool { return target == errDuplicate }
+
+// checkUnique refuses fields whose NHS number a live Patient other than id holds. The caller holds
+// the number's write slot, so the answer holds until its write is visible.
+func (s *journalStore) checkUnique(id string, fields fieldsBlob) error {
+	var dup error
+	fields.eachIdentifier(func(sys uint32, value []byte) {
+		if dup != nil || s.ix.system(sys) != fhirNHSNumberSystem {
+			return
+		}
+		if holder := s.ix.holderOf(fhirNHSNumberSystem, string(value), id); holder != "" {
+			dup = &duplicateError{identifier: patientIdentifier{System: fhirNHSNumberSystem, Value: string(value)}, holder: holder}
+		}
+	})
+	return dup
 }
 
 // commitLoop is the committer goroutine. It takes the first waiting record, then every record

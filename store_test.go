@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"net/http"
 	"os"
@@ -814,11 +815,11 @@ func benchPatientJSON(id string, version int, at time.Time) []byte {
 // benchPatientJSONSize is benchPatientJSON padded (in its narrative) to size bytes.
 func benchPatientJSONSize(id string, version int, at time.Time, size int) []byte {
 	b := fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"meta":{"versionId":"%d","lastUpdated":%q},`+
-		`"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}],`+
+		`"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"%s"}],`+
 		`"name":[{"use":"official","family":"Smith","given":["Jane","Anne"],"prefix":["Mrs"]}],`+
 		`"gender":"female","birthDate":"1974-12-25","address":[{"line":["1 Trevelyan Square","Boar Lane"],`+
 		`"city":"Leeds","postalCode":"LS1 6AE","country":"GB"}],"text":{"status":"generated","div":"`,
-		id, version, at.Format("2006-01-02T15:04:05.000Z07:00"))
+		id, version, at.Format("2006-01-02T15:04:05.000Z07:00"), testNHSNumber(int(crc32.ChecksumIEEE([]byte(id))%(1<<20))))
 	b = append(b, strings.Repeat("x", size-len(b)-4)...)
 	return append(b, `"}}`...)
 }

@@ -7,7 +7,9 @@ package main
 // OperationDefinition.comment); this file's 400s are exactly those cases.
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -27,7 +29,7 @@ type validateRequest struct {
 // it (resource) with optional mode and profile; mode and profile may also be URL parameters. 200 with
 // every problem as an error issue, or one information issue when there is none. Prefer is ignored (an
 // operation's result is its OperationOutcome).
-func handlePatientValidate() http.Handler {
+func handlePatientValidate(log *slog.Logger, store patientStore) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, ok := readBody(w, r, nil, maxFHIRBody, "application/fhir+json", "application/json")
 		if !ok {
@@ -38,8 +40,44 @@ func handlePatientValidate() http.Handler {
 			writeOutcome(w, http.StatusBadRequest, issues...)
 			return
 		}
-		writeOutcome(w, http.StatusOK, validationOutcome(req)...)
+		issues = validationOutcome(req)
+		if req.mode == "" || issues[0].Severity != "information" { // no write to compare with the store, or one refused before it
+			writeOutcome(w, http.StatusOK, issues...)
+			return
+		}
+		dup, err := nhsNumberHolder(r.Context(), store, req.patient, req.mode == "update")
+		switch {
+		case err != nil:
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+		case dup != "":
+			writeOutcome(w, http.StatusOK, fhirError("duplicate", "Patient.identifier", dup))
+		default:
+			writeOutcome(w, http.StatusOK, issues...)
+		}
 	})
+}
+
+// nhsNumberHolder checks, for $validate's modes create and update, the store-wide rule the write would
+// meet: no other live Patient holds the Patient's NHS number (an update's own id excluded). It
+// returns the issue's diagnostics when one does, naming it only to a caller who may read Patients (as
+// $validate's callers may).
+func nhsNumberHolder(ctx context.Context, store patientStore, patient *jsonNode, update bool) (string, error) {
+	for _, id := range patient.member("identifier").elems() {
+		value := id.member("value").str()
+		if id.member("system").str() != fhirNHSNumberSystem || value == "" {
+			continue
+		}
+		_, page, err := store.Search(ctx, patientQuery{Identifiers: [][]tokenValue{{{System: fhirNHSNumberSystem, Value: value}}}, Count: 2})
+		if err != nil {
+			return "", err
+		}
+		for _, v := range page {
+			if !update || v.ID != patient.member("id").str() {
+				return fmt.Sprintf("The NHS number %s already belongs to Patient %q; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber).", value, v.ID), nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // validationOutcome validates req's Patient as its mode would and returns the issues of the answer:
@@ -57,9 +95,8 @@ func validationOutcome(req validateRequest) []fhirIssue {
 // server-owned meta, as POST /Patient does; update needs the id of the Patient to update, as PUT does
 // (type-level $validate has no URL id, so the body's id stands for it).
 //
-// The store-wide rule of one live Patient per NHS number (issue 12 section 1) plugs in here, for create
-// and update alike (the update's own id excluded), once the store keeps an NHS-number index: a clash is
-// an error issue with code duplicate at Patient.identifier.
+// The store-wide rule of one live Patient per NHS number is checked by the handler (nhsNumberHolder),
+// which has the store.
 func modeIssues(mode string, patient *jsonNode) []fhirIssue {
 	if mode == "update" && patient.member("id") == nil {
 		return []fhirIssue{fhirError("required", "Patient.id",

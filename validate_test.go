@@ -47,16 +47,19 @@ func TestValidateSameRulesAsCreate(t *testing.T) {
 		bodies["example "+name] = string(ex)
 	}
 	for name, body := range bodies {
+		got := map[string]*http.Response{}
+		for form, req := range map[string]*http.Request{ // before the create, which is what they predict
+			"bare":       validateReq(body, "mode=create"),
+			"parameters": validateReq(inParameters(body, `{"name":"mode","valueCode":"create"}`), ""),
+		} {
+			got[form] = do(t, h, req)
+		}
 		create := do(t, h, postPatient(body))
 		want := noIssues
 		if create.StatusCode != http.StatusCreated {
 			want = decodeBody[operationOutcome](t, create).Issue
 		}
-		for form, req := range map[string]*http.Request{
-			"bare":       validateReq(body, "mode=create"),
-			"parameters": validateReq(inParameters(body, `{"name":"mode","valueCode":"create"}`), ""),
-		} {
-			res := do(t, h, req)
+		for form, res := range got {
 			if res.StatusCode != 200 {
 				t.Errorf("%s (%s): status %d, want 200", name, form, res.StatusCode)
 				continue
@@ -196,4 +199,28 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("parsePatient status %d but $validate says %v for %q", status, oo.Issue, body)
 		}
 	})
+}
+
+// TestValidateNHSNumberHeldElsewhere: modes create and update report what the write would meet, a
+// duplicate NHS number (an update's own Patient excluded); without a mode there is no write to check.
+func TestValidateNHSNumberHeldElsewhere(t *testing.T) {
+	h := newTestServer(t)
+	holder := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
+	withID := func(id string) string { return strings.Replace(minimalPatient, `{"resourceType":"Patient",`, `{"resourceType":"Patient","id":"`+id+`",`, 1) }
+	dup := []fhirIssue{fhirError("duplicate", "Patient.identifier", `The NHS number 9991234578 already belongs to Patient "`+holder+
+		`"; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber).`)}
+	for _, tt := range []struct {
+		name, body, query string
+		want              []fhirIssue
+	}{
+		{"create", minimalPatient, "mode=create", dup},
+		{"update of another", withID("someone-else"), "mode=update", dup},
+		{"update of the holder", withID(holder), "mode=update", noIssues},
+		{"no mode", minimalPatient, "", noIssues},
+	} {
+		res := do(t, h, validateReq(tt.body, tt.query))
+		if diff := cmp.Diff(operationOutcome{"OperationOutcome", tt.want}, decodeBody[operationOutcome](t, res)); res.StatusCode != 200 || diff != "" {
+			t.Errorf("%s: status %d (-want +got):\n%s", tt.name, res.StatusCode, diff)
+		}
+	}
 }
