@@ -206,7 +206,9 @@ func FuzzValidate(f *testing.F) {
 func TestValidateNHSNumberHeldElsewhere(t *testing.T) {
 	h := newTestServer(t)
 	holder := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
-	withID := func(id string) string { return strings.Replace(minimalPatient, `{"resourceType":"Patient",`, `{"resourceType":"Patient","id":"`+id+`",`, 1) }
+	withID := func(id string) string {
+		return strings.Replace(minimalPatient, `{"resourceType":"Patient",`, `{"resourceType":"Patient","id":"`+id+`",`, 1)
+	}
 	dup := []fhirIssue{fhirError("duplicate", "Patient.identifier", `The NHS number 9991234578 already belongs to Patient "`+holder+
 		`"; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber).`)}
 	for _, tt := range []struct {
