@@ -13,8 +13,10 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // fhirContentType is the media type of every FHIR response (R4 http.html: charset SHALL be utf-8).
@@ -412,26 +414,119 @@ func handlePatientHistory(log *slog.Logger, store patientStore, baseURL string) 
 			return
 		}
 		base := requestBase(r, baseURL)
-		b := bundle{ResourceType: "Bundle", Type: "history", Total: len(versions),
-			Link: []bundleLink{{"self", base + "/Patient/" + id + "/_history"}}}
+		total := len(versions)
+		b := bundle{ResourceType: "Bundle", Type: "history", Total: &total, Link: []bundleLink{{"self", base + "/Patient/" + id + "/_history"}}}
 		for _, v := range versions {
-			e := bundleEntry{FullURL: base + "/Patient/" + id, Resource: v.Body,
-				Response: &bundleResponse{Status: "200 OK", Etag: fmt.Sprintf(`W/"%d"`, v.Version),
-					LastModified: v.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}}
-			// The journal records the interaction that made each version, and whether it created the id.
-			e.Request = &bundleRequest{v.Method, "Patient/" + id}
-			switch {
-			case v.Method == http.MethodPost:
-				e.Request.URL, e.Response.Status = "Patient", "201 Created"
-			case v.Deleted:
-				e.Response.Status = "204 No Content"
-			case v.Created:
-				e.Response.Status = "201 Created"
-			}
-			b.Entry = append(b.Entry, e)
+			b.Entry = append(b.Entry, historyEntry(base, v))
 		}
 		writeJSON(w, http.StatusOK, fhirContentType, b)
 	})
+}
+
+// historyEntry is a version as a history Bundle entry: the journal records the interaction that made
+// it, and whether it created the id, so request and response say what really happened.
+func historyEntry(base string, v patientVersion) bundleEntry {
+	e := bundleEntry{FullURL: base + "/Patient/" + v.ID, Resource: v.Body,
+		Request: &bundleRequest{v.Method, "Patient/" + v.ID},
+		Response: &bundleResponse{Status: "200 OK", Etag: fmt.Sprintf(`W/"%d"`, v.Version),
+			LastModified: v.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}}
+	switch {
+	case v.Method == http.MethodPost:
+		e.Request.URL, e.Response.Status = "Patient", "201 Created"
+	case v.Deleted:
+		e.Response.Status = "204 No Content"
+	case v.Created:
+		e.Response.Status = "201 Created"
+	}
+	return e
+}
+
+// handlePatientTypeHistory serves GET /Patient/_history (R4 http.html#history): every version of every
+// Patient, deletions included, newest first, from _since (an instant) on, _count a page (default 20,
+// at most 100), with a next link while there is more. A downstream copy syncs by asking from the
+// lastUpdated it last saw. There is no total: counting would read the whole journal.
+func handlePatientTypeHistory(log *slog.Logger, store patientStore, baseURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		params := r.URL.Query()
+		since, count, cursor, issues := parseHistoryParams(params, preference(r.Header.Values("Prefer"), "handling") == "strict")
+		if issues != nil {
+			writeOutcome(w, http.StatusBadRequest, issues...)
+			return
+		}
+		versions, next, err := store.TypeHistory(r.Context(), since, cursor, count)
+		if errors.Is(err, errBadCursor) {
+			writeOutcome(w, http.StatusBadRequest, fhirError("value", "", "_before: not a page of this history; follow the Bundle's next link."))
+			return
+		} else if err != nil {
+			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+			return
+		}
+		base := requestBase(r, baseURL)
+		link := func(rel, cursor string) bundleLink {
+			v := url.Values{"_count": {strconv.Itoa(count)}}
+			if !since.IsZero() {
+				v.Set("_since", params.Get("_since"))
+			}
+			if cursor != "" {
+				v.Set("_before", cursor)
+			}
+			return bundleLink{rel, base + "/Patient/_history?" + v.Encode()}
+		}
+		b := bundle{ResourceType: "Bundle", Type: "history", Link: []bundleLink{link("self", cursor)}}
+		if next != "" {
+			b.Link = append(b.Link, link("next", next))
+		}
+		for _, v := range versions {
+			b.Entry = append(b.Entry, historyEntry(base, v))
+		}
+		writeJSON(w, http.StatusOK, fhirContentType, b)
+	})
+}
+
+// parseHistoryParams reads type-level history's parameters: _since (an instant: a date and time with
+// seconds and a zone), _count (1..; capped at searchMaxCount), _before (a page cursor from a next
+// link), each at most once; others are ignored, or 400 under Prefer: handling=strict.
+func parseHistoryParams(params url.Values, strict bool) (since time.Time, count int, cursor string, issues []fhirIssue) {
+	bad := func(format string, args ...any) {
+		issues = append(issues, fhirError("value", "", fmt.Sprintf(format, args...)))
+	}
+	count = searchDefaultCount
+	for _, key := range slices.Sorted(maps.Keys(params)) {
+		vals := params[key]
+		switch {
+		case key == "_format":
+			continue
+		case key != "_since" && key != "_count" && key != "_before":
+			if strict {
+				bad("%s: unknown parameter (Prefer: handling=strict); history takes _since, _count and _before.", key)
+			}
+			continue
+		case len(vals) != 1:
+			bad("%s: the parameter may appear only once.", key)
+			continue
+		}
+		v := vals[0]
+		switch key {
+		case "_since":
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil || fhirDatePrecision(v, true) != 4 {
+				bad("_since: %q is not an instant; give a date and time with seconds and a zone, such as 2026-12-01T09:00:00Z.", v)
+			}
+			since = t
+		case "_count":
+			n, err := strconv.Atoi(v)
+			if !fhirDigits(v) || n < 1 && err == nil {
+				bad("_count: %q is not a whole number of at least 1.", v)
+			}
+			count = min(max(n, 1), searchMaxCount) // all digits and too large for int means large: capped
+			if err != nil {
+				count = searchMaxCount
+			}
+		case "_before":
+			cursor = v
+		}
+	}
+	return since, count, cursor, issues
 }
 
 // handlePatientSearch serves GET /Patient and POST /Patient/_search (form-encoded parameters,
@@ -479,7 +574,7 @@ func searchBundle(base string, q patientQuery, self url.Values, total int, page 
 		}
 		return bundleLink{rel, base + "/Patient?" + v.Encode()}
 	}
-	b := bundle{ResourceType: "Bundle", Type: "searchset", Total: total, Link: []bundleLink{link("self", q.Offset)}}
+	b := bundle{ResourceType: "Bundle", Type: "searchset", Total: &total, Link: []bundleLink{link("self", q.Offset)}}
 	if q.Count > 0 && q.Offset+q.Count < total {
 		b.Link = append(b.Link, link("next", q.Offset+q.Count))
 	}
@@ -546,7 +641,7 @@ type (
 	bundle struct {
 		ResourceType string        `json:"resourceType"`
 		Type         string        `json:"type"`
-		Total        int           `json:"total"`
+		Total        *int          `json:"total,omitempty"` // nil in a type-level history: counting would read every record
 		Link         []bundleLink  `json:"link"`
 		Entry        []bundleEntry `json:"entry,omitempty"`
 	}
@@ -619,7 +714,7 @@ func capabilityStatement() []byte {
 					map[string]any{"code": "create"}, map[string]any{"code": "read"}, map[string]any{"code": "vread"},
 					map[string]any{"code": "update"},
 					map[string]any{"code": "patch", "documentation": "JSON Patch (application/json-patch+json): an RFC 6902 array, or PDS's {\"patches\": [...]}"},
-					map[string]any{"code": "delete"}, map[string]any{"code": "history-instance"}, map[string]any{"code": "search-type"},
+					map[string]any{"code": "delete"}, map[string]any{"code": "history-instance"}, map[string]any{"code": "history-type"}, map[string]any{"code": "search-type"},
 				},
 				"operation": []any{map[string]any{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
 					"documentation": "POST /Patient/$validate: a Patient, or a Parameters with resource, mode (create or update) and profile (base Patient only)"}},

@@ -294,7 +294,7 @@ func TestMetadata(t *testing.T) {
 		interactions = append(interactions, i.Code)
 	}
 	// The interactions declared must be exactly the Patient routes served.
-	if diff := cmp.Diff([]string{"create", "read", "vread", "update", "patch", "delete", "history-instance", "search-type"}, interactions); diff != "" {
+	if diff := cmp.Diff([]string{"create", "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "search-type"}, interactions); diff != "" {
 		t.Errorf("interactions (-want +got):\n%s", diff)
 	}
 	wantOps := []struct{ Name, Definition string }{{"validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"}}
@@ -386,8 +386,8 @@ func TestPatientLifecycle(t *testing.T) {
 					t.Errorf("fullUrl %q", e.FullURL)
 				}
 			}
-			if diff := cmp.Diff(wantVersions, got); diff != "" || b.Type != "history" || b.Total != len(wantVersions) {
-				t.Errorf("history %s total %d (-want +got):\n%s", b.Type, b.Total, diff)
+			if diff := cmp.Diff(wantVersions, got); diff != "" || b.Type != "history" || bundleTotal(b) != len(wantVersions) {
+				t.Errorf("history %s total %d (-want +got):\n%s", b.Type, bundleTotal(b), diff)
 			}
 		}
 	}
@@ -651,8 +651,8 @@ func TestPatientSearchHTTP(t *testing.T) {
 		{"unknown=1&family=smi", []string{"Smith"}},
 	} {
 		b, _ := search(t, fhirReq("GET", "/Patient?"+tt.query, ""))
-		if diff := cmp.Diff(tt.want, families(b)); diff != "" || b.Type != "searchset" || b.Total != len(tt.want) {
-			t.Errorf("%s: %s total %d (-want +got):\n%s", tt.query, b.Type, b.Total, diff)
+		if diff := cmp.Diff(tt.want, families(b)); diff != "" || b.Type != "searchset" || bundleTotal(b) != len(tt.want) {
+			t.Errorf("%s: %s total %d (-want +got):\n%s", tt.query, b.Type, bundleTotal(b), diff)
 		}
 	}
 
@@ -671,8 +671,8 @@ func TestPatientSearchHTTP(t *testing.T) {
 			}
 		}
 		if next == "" {
-			if pages != 2 || b.Total != 6 {
-				t.Errorf("%d pages, total %d; want 3 pages of 6", pages+1, b.Total)
+			if pages != 2 || bundleTotal(b) != 6 {
+				t.Errorf("%d pages, total %d; want 3 pages of 6", pages+1, bundleTotal(b))
 			}
 			break
 		}
@@ -832,8 +832,8 @@ func TestPatientPatch(t *testing.T) {
 	for family, n := range map[string]int{"jones": 1, "smith": 0} {
 		var b bundle
 		json.NewDecoder(do(t, h, fhirReq("GET", "/Patient?_id="+id+"&family="+family, "")).Body).Decode(&b)
-		if b.Total != n {
-			t.Errorf("family=%s: total %d, want %d", family, b.Total, n)
+		if bundleTotal(b) != n {
+			t.Errorf("family=%s: total %d, want %d", family, bundleTotal(b), n)
 		}
 	}
 }
@@ -1067,8 +1067,8 @@ func TestNHSNumberUniqueAcrossPatients(t *testing.T) {
 	if res := do(t, h, fhirReq("PUT", "/Patient/"+a, body(a), "Authorization", rw)); res.StatusCode != 200 {
 		t.Errorf("update of the holder itself: %d, want 200", res.StatusCode)
 	}
-	if total := decodeBody[bundle](t, do(t, h, fhirReq("GET", "/Patient?identifier=|"+nhs+"&_count=0", "", "Authorization", rw))).Total; total != 0 {
-		t.Errorf("identifier=|%s: %d matches, want 0 (the number is only under its system)", nhs, total)
+	if total := decodeBody[bundle](t, do(t, h, fhirReq("GET", "/Patient?identifier=|"+nhs+"&_count=0", "", "Authorization", rw))); bundleTotal(total) != 0 {
+		t.Errorf("identifier=|%s: %d matches, want 0 (the number is only under its system)", nhs, bundleTotal(total))
 	}
 	do(t, h, fhirReq("DELETE", "/Patient/"+a, "", "Authorization", rw))
 	if res := do(t, h, fhirReq("PUT", "/Patient/"+b, body(b), "Authorization", rw)); res.StatusCode != 200 {
@@ -1155,8 +1155,8 @@ func TestConditionalInteractions(t *testing.T) {
 			}
 		}
 	}
-	if b := decodeBody[bundle](t, do(t, h, fhirReq("GET", "/Patient?identifier=c1", ""))); b.Total != 1 {
-		t.Errorf("after the conditional interactions, %d Patients with identifier c1, want 1", b.Total)
+	if b := decodeBody[bundle](t, do(t, h, fhirReq("GET", "/Patient?identifier=c1", ""))); bundleTotal(b) != 1 {
+		t.Errorf("after the conditional interactions, %d Patients with identifier c1, want 1", bundleTotal(b))
 	}
 }
 
@@ -1201,5 +1201,59 @@ func TestConditionalInteractionsRaceFree(t *testing.T) {
 		if diff := cmp.Diff(map[int]int{201: 1, 200: racing - 1}, statuses); diff != "" || len(ids) != 1 {
 			t.Errorf("%s: %d concurrent requests gave %d Patients; statuses (-want +got):\n%s", tt.name, racing, len(ids), diff)
 		}
+	}
+}
+
+// bundleTotal is a Bundle's total, -1 when it has none.
+func bundleTotal(b bundle) int {
+	if b.Total == nil {
+		return -1
+	}
+	return *b.Total
+}
+
+// TestPatientTypeHistory: GET /Patient/_history lists every interaction on every Patient, newest
+// first, in pages that follow each other without gap or repeat, and refuses bad parameters.
+func TestPatientTypeHistory(t *testing.T) {
+	h := newTestServer(t)
+	a := decodeAnyBody(t, do(t, h, postPatient(`{"resourceType":"Patient","gender":"female"}`)))["id"].(string)
+	do(t, h, fhirReq("PUT", "/Patient/"+a, `{"resourceType":"Patient","id":"`+a+`","gender":"male"}`))
+	b := decodeAnyBody(t, do(t, h, postPatient(`{"resourceType":"Patient"}`)))["id"].(string)
+	do(t, h, fhirReq("DELETE", "/Patient/"+a, ""))
+	patch := fhirReq("PATCH", "/Patient/"+b, `[{"op":"add","path":"/active","value":true}]`)
+	patch.Header.Set("Content-Type", jsonPatchType)
+	do(t, h, patch)
+	want := []string{"PATCH " + b + " 200 OK", "DELETE " + a + " 204 No Content", "POST " + b + " 201 Created", "PUT " + a + " 200 OK", "POST " + a + " 201 Created"}
+	var got []string
+	next := "/Patient/_history?_count=2"
+	for pages := 0; next != ""; pages++ {
+		if pages > 5 {
+			t.Fatal("pages never end")
+		}
+		res := do(t, h, fhirReq("GET", next, ""))
+		bd := decodeBody[bundle](t, res)
+		if res.StatusCode != 200 || bd.Type != "history" || bd.Total != nil {
+			t.Fatalf("GET %s: %d, type %q, total %v", next, res.StatusCode, bd.Type, bd.Total)
+		}
+		next = ""
+		for _, l := range bd.Link {
+			if l.Relation == "next" {
+				next = strings.TrimPrefix(l.URL, "http://example.com")
+			}
+		}
+		for _, e := range bd.Entry {
+			got = append(got, e.Request.Method+" "+strings.TrimPrefix(e.FullURL, "http://example.com/Patient/")+" "+e.Response.Status)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("type history (-want +got):\n%s", diff)
+	}
+	for _, q := range []string{"_since=2026-01-01", "_since=yesterday", "_count=0", "_count=x", "_count=1&_count=2", "_before=-1"} {
+		if res := do(t, h, fhirReq("GET", "/Patient/_history?"+q, "")); res.StatusCode != 400 {
+			t.Errorf("GET /Patient/_history?%s: %d, want 400", q, res.StatusCode)
+		}
+	}
+	if res := do(t, h, fhirReq("GET", "/Patient/_history?_since=2999-01-01T00:00:00Z", "")); res.StatusCode != 200 || len(decodeBody[bundle](t, res).Entry) != 0 {
+		t.Errorf("history since the future: want 200 with no entries")
 	}
 }

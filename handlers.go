@@ -46,6 +46,7 @@ func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs f
 		{"PUT", "/Patient/{id}", write(handlePatientUpdate(log, store))},
 		{"PATCH", "/Patient/{id}", write(handlePatientPatch(log, store))},
 		{"DELETE", "/Patient/{id}", write(handlePatientDelete(log, store))},
+		{"GET", "/Patient/_history", read(handlePatientTypeHistory(log, store, cfg.baseURL))},
 		{"GET", "/Patient/{id}/_history", read(handlePatientHistory(log, store, cfg.baseURL))},
 		{"GET", "/Patient/{id}/_history/{vid}", read(handlePatientVRead(log, store))},
 		{"GET", "/livez", handleLivez()},

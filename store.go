@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"sort"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -140,6 +142,10 @@ type patientStore interface {
 	// DeleteWhere is a conditional delete of a single match: none records nothing, one is deleted as
 	// Delete does, several are left alone and only their number returned.
 	DeleteWhere(ctx context.Context, c searchCriteria) (v patientVersion, matches int, err error)
+	// TypeHistory returns up to count versions of any Patient, newest first, made at or after since
+	// (zero for all), starting after the page cursor names ("" for the newest); next is the cursor of
+	// the following page, "" when there is none.
+	TypeHistory(ctx context.Context, since time.Time, cursor string, count int) (versions []patientVersion, next string, err error)
 	// Search returns how many current Patients match q and the page [q.Offset, q.Offset+q.Count) of
 	// them, in a stable order (search.go defines the query and its semantics).
 	Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error)
@@ -232,6 +238,7 @@ type journalStore struct {
 	last    recordLoc // the last record, and its payload checksum: what a checkpoint ends with
 	lastCRC uint32
 	cp      checkpointState
+	hist    historyMarks // safe for concurrent use; the committer adds to it
 }
 
 // openJournalStore opens (creating if needed) the patient journal in dir, taking the directory's
@@ -492,6 +499,7 @@ func (s *journalStore) replay(from int64) (int, error) {
 			applied++
 		}
 		s.last, s.lastCRC = loc, crc32c(payload)
+		s.hist.add(loc, payloadLastUpdated(payload))
 		sc.off += n
 	}
 	if sc.off < from {
@@ -783,7 +791,12 @@ func (s *journalStore) readRecord(loc recordLoc) (journalRecord, error) {
 	} else if err != nil {
 		return journalRecord{}, fmt.Errorf("read %s at byte offset %d: %w", s.path, loc.off, err)
 	}
-	if len(rec) < recordHeaderSize || crc32c(rec[recordHeaderSize:]) != binary.LittleEndian.Uint32(rec[4:8]) {
+	return s.decodeRecord(rec, loc)
+}
+
+// decodeRecord checks and decodes rec, the record read from loc.
+func (s *journalStore) decodeRecord(rec []byte, loc recordLoc) (journalRecord, error) {
+	if len(rec) != int(loc.n) || len(rec) < recordHeaderSize || crc32c(rec[recordHeaderSize:]) != binary.LittleEndian.Uint32(rec[4:8]) {
 		return journalRecord{}, s.corrupt(loc.off, "payload checksum mismatch on read")
 	}
 	r, err := decodePayload(rec[recordHeaderSize:])
@@ -1060,6 +1073,116 @@ func (s *journalStore) writeIfSame(ctx context.Context, target string, c searchC
 		}
 		return err
 	})
+}
+
+// historyMarks let type-level history read the journal newest first without an index of every record:
+// the offset of every markEvery-th record, and the latest lastUpdated of all records before the next
+// mark. Since the latter only grows, a reader going back stops at the first mark whose records are all
+// older than _since, even if the clock once stepped back. 16 bytes per 256 records.
+type historyMarks struct {
+	mu      sync.RWMutex
+	offs    []int64 // offs[i]: the record numbered i*markEvery
+	maxLU   []int64 // maxLU[i]: the latest lastUpdated of records 0 .. (i+1)*markEvery-1
+	records int
+	size    int64 // the journal's size after the last record added: what readers may read
+}
+
+// markEvery is how many records a history mark covers.
+const markEvery = 256
+
+// add records the record at loc, made at lastUpdated (Unix ms), which ends the journal.
+func (h *historyMarks) add(loc recordLoc, lastUpdated int64) {
+	off := loc.off
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.records%markEvery == 0 {
+		prev := int64(math.MinInt64)
+		if n := len(h.maxLU); n > 0 {
+			prev = h.maxLU[n-1]
+		}
+		h.offs, h.maxLU = append(h.offs, off), append(h.maxLU, prev)
+	}
+	h.maxLU[len(h.maxLU)-1] = max(h.maxLU[len(h.maxLU)-1], lastUpdated)
+	h.records++
+	h.size = off + int64(loc.n)
+}
+
+// payloadLastUpdated reads a record payload's lastUpdated (format 1 or 2) without decoding the rest.
+// The payload has passed its checksum; replay decodes it fully where it checks more.
+func payloadLastUpdated(p []byte) int64 {
+	skip := 1 // the kind
+	if p[0] == recordKindPatient {
+		skip = 3 // and the method and flags
+	}
+	p = p[min(skip, len(p)):]
+	if _, k := binary.Uvarint(p); k > 0 { // the version
+		if lu, k2 := binary.Varint(p[k:]); k2 > 0 {
+			return lu
+		}
+	}
+	return 0
+}
+
+// TypeHistory implements patientStore: it reads the journal back from the cursor (a record offset) a
+// mark at a time.
+func (s *journalStore) TypeHistory(ctx context.Context, since time.Time, cursor string, count int) ([]patientVersion, string, error) {
+	s.hist.mu.RLock()
+	offs, maxLU, end := s.hist.offs, s.hist.maxLU, s.hist.size
+	s.hist.mu.RUnlock()
+	if cursor != "" {
+		c, err := strconv.ParseInt(cursor, 10, 64)
+		if err != nil || c < 0 {
+			return nil, "", errBadCursor
+		}
+		end = min(end, c)
+	}
+	sinceMS := int64(math.MinInt64)
+	if !since.IsZero() {
+		sinceMS = since.UnixMilli()
+	}
+	var out []patientVersion
+	for m := sort.Search(len(offs), func(i int) bool { return offs[i] >= end }) - 1; m >= 0 && maxLU[m] >= sinceMS; m-- {
+		block, err := s.versionsBetween(offs[m], end)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, v := range slices.Backward(block) {
+			if v.LastUpdated.UnixMilli() < sinceMS {
+				continue
+			}
+			if len(out) == count {
+				return out, strconv.FormatInt(out[len(out)-1].loc.off, 10), ctx.Err()
+			}
+			out = append(out, v)
+		}
+		end = offs[m]
+	}
+	return out, "", ctx.Err()
+}
+
+// errBadCursor is a type-history cursor the store did not make.
+var errBadCursor = errors.New("not a history page cursor")
+
+// versionsBetween reads the versions whose records start at offsets in [from, to), in file order.
+func (s *journalStore) versionsBetween(from, to int64) ([]patientVersion, error) {
+	buf := make([]byte, to-from)
+	if _, err := s.f.ReadAt(buf, from); err != nil {
+		return nil, fmt.Errorf("read %s at byte offset %d: %w", s.path, from, err)
+	}
+	var out []patientVersion
+	for off := int64(0); off+recordHeaderSize <= int64(len(buf)); {
+		n := int64(recordHeaderSize + binary.LittleEndian.Uint32(buf[off:off+4]))
+		loc := recordLoc{from + off, uint32(n)}
+		r, err := s.decodeRecord(buf[off:min(off+n, int64(len(buf)))], loc)
+		if err != nil {
+			return nil, err
+		}
+		v := r.patientVersion()
+		v.loc = loc
+		out = append(out, v)
+		off += n
+	}
+	return out, nil
 }
 
 // Ready implements patientStore: false once closed or after a failed fsync.
@@ -1340,6 +1463,7 @@ func (s *journalStore) commit(batch []*commitReq) error {
 	for i, r := range batch {
 		r.update.v.loc = recordLoc{s.size, uint32(len(r.rec))}
 		s.last, s.lastCRC = r.update.v.loc, binary.LittleEndian.Uint32(r.rec[4:8])
+		s.hist.add(r.update.v.loc, r.update.v.LastUpdated.UnixMilli())
 		s.size += int64(len(r.rec))
 		updates[i] = r.update
 	}
