@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -371,66 +370,61 @@ func upgradeJournal(path string, log *slog.Logger, sync func(*os.File) error) er
 	if payload, n, _, err := sc.next(); err != nil || n == 0 || payload[0] != recordKindV1 {
 		return err // empty, format 2, or for open to report
 	}
-	tmp := path + ".upgrade"
-	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp) // a no-op once renamed
-	defer out.Close()
-	w := bufio.NewWriterSize(out, 1<<20)
+	var patients int
 	var written int64
-	current := map[string]slot{} // each id's latest version in the new file
-	for sc.off < sc.size {
-		payload, n, reason, err := sc.next()
-		if err != nil {
-			return err
+	err = writeFileAtomic(path, sync, func(w io.Writer) error {
+		current := map[string]slot{} // each id's latest version in the new file
+		for sc.off < sc.size {
+			payload, n, reason, err := sc.next()
+			switch {
+			case err != nil:
+				return err
+			case reason != "":
+				return &corruptJournalError{Path: path, Offset: sc.off, Reason: reason}
+			case n == 0:
+				log.Warn("patient journal upgrade: dropping torn final record", "file", path, "offset", sc.off)
+				return nil
+			}
+			r, err := decodePayload(payload)
+			if err != nil || r.kind != recordKindV1 || r.version != int(current[r.id].version)+1 {
+				return &corruptJournalError{Path: path, Offset: sc.off, Reason: "not a format 1 record continuing its id's history"}
+			}
+			rec, err := upgradeRecord(r, current[r.id])
+			if err != nil {
+				return err
+			}
+			if _, err := w.Write(rec); err != nil {
+				return err
+			}
+			current[r.id] = slot{rec: recordLoc{written, uint32(len(rec))}, version: uint32(r.version), live: !r.deleted}
+			written += int64(len(rec))
+			patients = len(current)
+			sc.off += n
 		}
-		if reason != "" {
-			return &corruptJournalError{Path: path, Offset: sc.off, Reason: reason}
-		}
-		if n == 0 {
-			log.Warn("patient journal upgrade: dropping torn final record", "file", path, "offset", sc.off)
-			break
-		}
-		r, err := decodePayload(payload)
-		if err != nil || r.kind != recordKindV1 || r.version != int(current[r.id].version)+1 {
-			return &corruptJournalError{Path: path, Offset: sc.off, Reason: "not a format 1 record continuing its id's history"}
-		}
-		cur, method := current[r.id], http.MethodPut
-		prev := recordLoc{off: -1}
-		if r.version > 1 {
-			prev = cur.rec
-		}
-		v := r.patientVersion()
-		switch v.Created = !cur.live; {
-		case r.deleted:
-			method, v.Created = http.MethodDelete, false
-		case r.version == 1:
-			method = http.MethodPost
-		}
-		rec, err := encodeRecord(v, methodCode(method), prev)
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(rec); err != nil {
-			return err
-		}
-		current[r.id] = slot{rec: recordLoc{written, uint32(len(rec))}, version: uint32(r.version), live: !r.deleted}
-		written += int64(len(rec))
-		sc.off += n
+		return nil
+	})
+	if err == nil {
+		log.Info("patient journal upgraded from format 1 to format 2", "file", path, "patients", patients, "bytes", written)
 	}
-	if err := w.Flush(); err != nil {
-		return err
+	return err
+}
+
+// upgradeRecord is the format 1 record r in format 2, after cur (its id's previous version, in the new
+// file): a deletion is a DELETE, version 1 a POST, any other version a PUT, which created its id
+// when it followed a deletion.
+func upgradeRecord(r journalRecord, cur slot) ([]byte, error) {
+	method, prev := http.MethodPut, recordLoc{off: -1}
+	if r.version > 1 {
+		prev = cur.rec
 	}
-	if err := sync(out); err != nil {
-		return err
+	v := r.patientVersion()
+	switch v.Created = !cur.live; {
+	case r.deleted:
+		method, v.Created = http.MethodDelete, false
+	case r.version == 1:
+		method = http.MethodPost
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	log.Info("patient journal upgraded from format 1 to format 2", "file", path, "patients", len(current), "bytes", written)
-	return syncDir(filepath.Dir(path))
+	return encodeRecord(v, methodCode(method), prev)
 }
 
 // openJournalFile opens the journal for appending, creating it if needed; a new file's directory
