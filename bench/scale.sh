@@ -131,7 +131,7 @@ seed() {
       "$dir/seed.json" >>"$OUT"
     return
   fi
-  rm -rf "$dir" && mkdir -p "$dir/data" "$LOG/done-$count"
+  rm -rf "$dir" "$LOG/done-$count" && mkdir -p "$dir/data" "$LOG/done-$count"
   say "seed $count: POST /Patient, $SEED_CONNS clients (load $(load))"
   local ld; ld=$(load)
   start_svc "$dir/data" "$SEED_PORT"
