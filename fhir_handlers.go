@@ -189,7 +189,7 @@ func handlePatientHistory(log *slog.Logger, store patientStore, baseURL string) 
 		for _, v := range versions {
 			e := bundleEntry{FullURL: base + "/Patient/" + id, Resource: v.Body,
 				Response: &bundleResponse{Status: "200 OK", Etag: fmt.Sprintf(`W/"%d"`, v.Version),
-					LastModified: v.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}}
+					LastModified: v.LastUpdated.UTC().Format(fhirInstant)}}
 			// The journal does not record the method; this is the one each version implies.
 			switch {
 			case v.Deleted:
