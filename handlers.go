@@ -160,9 +160,7 @@ func handleEGFR(log *slog.Logger, store patientStore, v *verifier, now func() ti
 		}
 		res := req.compute()
 		if fhir {
-			if subject, ok := observationSubject(w, r, log, store, v, req.PatientID); ok {
-				writeObservation(w, egfrObservation(res, subject, now()))
-			}
+			writeObservation(w, r, log, store, v, req.PatientID, egfrObservation(res, now()))
 			return
 		}
 		h := w.Header()
@@ -188,9 +186,7 @@ func handleCrCl(log *slog.Logger, store patientStore, v *verifier, now func() ti
 		}
 		res := req.compute()
 		if fhir {
-			if subject, ok := observationSubject(w, r, log, store, v, req.PatientID); ok {
-				writeObservation(w, crclObservation(res, subject, now()))
-			}
+			writeObservation(w, r, log, store, v, req.PatientID, crclObservation(res, now()))
 			return
 		}
 		w.Header().Set("Vary", "Accept")
@@ -222,8 +218,16 @@ func observationSubject(w http.ResponseWriter, r *http.Request, log *slog.Logger
 	return "Patient/" + id, true
 }
 
-// writeObservation answers 200 with a calculated Observation.
-func writeObservation(w http.ResponseWriter, o observation) {
+// writeObservation answers 200 with a calculated Observation, about patientID's Patient when one is
+// named (observationSubject answers otherwise).
+func writeObservation(w http.ResponseWriter, r *http.Request, log *slog.Logger, store patientStore, v *verifier, patientID string, o observation) {
+	subject, ok := observationSubject(w, r, log, store, v, patientID)
+	if !ok {
+		return
+	}
+	if subject != "" {
+		o.Subject = &fhirReference{Reference: subject}
+	}
 	w.Header().Set("Vary", "Accept")
 	writeJSON(w, http.StatusOK, fhirContentType, o)
 }

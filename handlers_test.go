@@ -339,11 +339,8 @@ func TestEGFRChildrenInputRanges(t *testing.T) {
 				}
 			}
 		}
-		for _, age := range []float64{0.99, 18, 18.5, 25} {
-			send(schwartz(s, age, 40, 120), 422)
-		}
-		for _, age := range []float64{1, 1.5, 2, 10, 16, 17, 17.99} {
-			send(schwartz(s, age, 40, 120), 200)
+		for age, want := range map[float64]int{0.99: 422, 1: 200, 1.5: 200, 2: 200, 10: 200, 16: 200, 17: 200, 17.99: 200, 18: 422, 18.5: 422, 25: 422} {
+			send(schwartz(s, age, 40, 120), want)
 		}
 		for _, v := range []float64{60, 60.5, 120, 199.9, 200} {
 			send(schwartz(s, 10, 40, v), 200)
@@ -361,11 +358,8 @@ func TestEGFRChildrenInputRanges(t *testing.T) {
 			send(schwartz(s, 10, v, 120), 422)
 			send(u25(s, 10, fmt.Sprintf(`,"serum_creatinine_umol_l":%g,"height_cm":120`, v)), 422)
 		}
-		for _, v := range []float64{0.2, 0.8, 8} {
-			send(u25(s, 10, fmt.Sprintf(`,"serum_cystatin_c_mg_l":%g`, v)), 200)
-		}
-		for _, v := range []float64{0.19, 8.01, 10} {
-			send(u25(s, 10, fmt.Sprintf(`,"serum_cystatin_c_mg_l":%g`, v)), 422)
+		for v, want := range map[float64]int{0.19: 422, 0.2: 200, 0.8: 200, 8: 200, 8.01: 422, 10: 422} {
+			send(u25(s, 10, fmt.Sprintf(`,"serum_cystatin_c_mg_l":%g`, v)), want)
 		}
 	}
 	t.Logf("%d range requests", n)

@@ -136,10 +136,10 @@ func codingFor(formula string) equationCoding {
 }
 
 // newObservation builds a final laboratory Observation of value (in the UCUM unit code, shown as
-// unit), effective at, about subject ("" for none).
-func newObservation(formula string, value float64, code, unit, note, subject string, at time.Time) observation {
+// unit), effective at; the handler sets its subject.
+func newObservation(formula string, value float64, code, unit, note string, at time.Time) observation {
 	c := codingFor(formula)
-	o := observation{
+	return observation{
 		ResourceType:      "Observation",
 		Status:            "final",
 		Category:          laboratoryCategory(),
@@ -149,26 +149,22 @@ func newObservation(formula string, value float64, code, unit, note, subject str
 		Method:            fhirCodeableConcept{Text: c.method},
 		Note:              []fhirAnnotation{{Text: note}},
 	}
-	if subject != "" {
-		o.Subject = &fhirReference{Reference: subject}
-	}
-	return o
 }
 
 // egfrObservation is an eGFR result as an Observation: the value is egfr_ml_min_1_73m2 (one decimal
 // place) in UCUM mL/min/{1.73_m2} (as in the R4 example observation-example-f205-egfr), and the note
 // gives the whole number as UK laboratories report it and the KDIGO category.
-func egfrObservation(res egfrResult, subject string, at time.Time) observation {
+func egfrObservation(res egfrResult, at time.Time) observation {
 	category := "no KDIGO GFR category under 2 years"
 	if res.Category != "" {
 		category = "KDIGO GFR category " + string(res.Category)
 	}
 	note := fmt.Sprintf("Reported as %s mL/min/1.73 m² (the whole number, as UK laboratories report eGFR); %s. "+
 		"Not valid in acute kidney injury or other non-steady states, in pregnancy, or at extremes of muscle mass.", res.Reported, category)
-	return newObservation(res.Formula, res.EGFR, "mL/min/{1.73_m2}", "mL/min/1.73m2", note, subject, at)
+	return newObservation(res.Formula, res.EGFR, "mL/min/{1.73_m2}", "mL/min/1.73m2", note, at)
 }
 
 // crclObservation is a creatinine clearance as an Observation, in mL/min, with the MHRA advice as its note.
-func crclObservation(res crclResult, subject string, at time.Time) observation {
-	return newObservation(res.Formula, res.CrCl, "mL/min", "mL/min", res.Advice, subject, at)
+func crclObservation(res crclResult, at time.Time) observation {
+	return newObservation(res.Formula, res.CrCl, "mL/min", "mL/min", res.Advice, at)
 }

@@ -29,33 +29,6 @@ var loadObservationSchema = sync.OnceValues(func() (map[string]any, error) {
 	return s, json.Unmarshal(b, &s)
 })
 
-// nodeValue converts a tree from the strict reader into encoding/json's representation, which the
-// schema validator works on.
-func nodeValue(n *jsonNode) any {
-	switch n.kind {
-	case jsonBool:
-		return n.text == "true"
-	case jsonNumber:
-		f, _ := strconv.ParseFloat(n.text, 64)
-		return f
-	case jsonString:
-		return n.text
-	case jsonArray:
-		a := []any{}
-		for _, item := range n.items {
-			a = append(a, nodeValue(item))
-		}
-		return a
-	case jsonObject:
-		m := map[string]any{}
-		for i, k := range n.keys {
-			m[k] = nodeValue(n.items[i])
-		}
-		return m
-	}
-	return nil
-}
-
 // r4Problems reads body with the strict reader (one object, valid UTF-8, no duplicate keys) and
 // returns every way it breaks the R4 schema's Observation, and the FHIR JSON rules the schema cannot
 // state (no null, "", [] or {}).
@@ -65,11 +38,14 @@ func r4Problems(t testing.TB, body []byte) (v any, problems []string) {
 	if err != nil {
 		t.Fatalf("R4 schema extract: %v", err)
 	}
-	root, dups, jerr := readJSON(body, 32)
-	if jerr != nil || len(dups) > 0 {
+	// The strict reader accepts exactly what encoding/json accepts, so once it finds one object without
+	// duplicate keys, encoding/json's tree is the same document, in the form the validator walks.
+	if _, dups, jerr := readJSON(body, 32); jerr != nil || len(dups) > 0 {
 		return nil, []string{"not one strict JSON object"}
 	}
-	v = nodeValue(root)
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
 	problems = validate(schema, resolve(schema, "#/definitions/Observation"), v, "Observation")
 	var walk func(any, string)
 	walk = func(x any, at string) {
@@ -293,13 +269,7 @@ func TestCalculatorAccept(t *testing.T) {
 func TestObservationPatient(t *testing.T) {
 	h := newTestServer(t)
 	li := localTestIssuer(t)
-	created := do(t, h, postPatient(`{"resourceType":"Patient","gender":"female","birthDate":"1954-02-11"}`))
-	id := decodeBody[map[string]any](t, created)["id"].(string)
-	gone := decodeBody[map[string]any](t, do(t, h, postPatient(`{"resourceType":"Patient","gender":"male"}`)))["id"].(string)
-	del := httptest.NewRequest(http.MethodDelete, "/Patient/"+gone, nil)
-	if res := do(t, h, del); res.StatusCode != http.StatusNoContent {
-		t.Fatalf("delete: status %d", res.StatusCode)
-	}
+	id, gone := storedAndDeletedPatients(t, h)
 	calc := func(path, patient, token string) *http.Response {
 		body := `{"sex":"female","serum_creatinine_umol_l":110,"age":72,"patient_id":` + strconv.Quote(patient)
 		if path == "/crcl" {
@@ -349,18 +319,34 @@ func TestObservationPatient(t *testing.T) {
 			}
 		}
 	}
-	// An invalid body is a 422 before the token is looked at: nothing about the Patient is asked.
+}
+
+// TestObservationPatientOrder checks what patient_id meets before the store: an invalid body is a 422
+// before the token is looked at, and without authentication configured the answer is always 401.
+func TestObservationPatientOrder(t *testing.T) {
+	h := newTestServer(t)
+	reader := localTestIssuer(t).token(t, "user/Patient.read")
 	res := do(t, h, fhirRequest(postEGFR(`{"sex":"female","serum_creatinine_umol_l":110,"age":12,"patient_id":"nobody"}`)))
 	if p := decodeBody[problem](t, res); res.StatusCode != 422 || len(p.Errors) != 1 || p.Errors[0].Loc[1] != "age" {
 		t.Errorf("invalid body with patient_id, no token: status %d, errors %+v", res.StatusCode, p.Errors)
 	}
-	// With authentication not configured, patient_id can never be checked: 401.
 	open := newServer(slog.New(slog.DiscardHandler), config{}, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil, time.Now)
 	req := fhirRequest(postEGFR(`{"sex":"female","serum_creatinine_umol_l":110,"age":72,"patient_id":"p1"}`))
 	req.Header.Set("Authorization", "Bearer "+reader)
 	if res := do(t, open, req); res.StatusCode != 401 {
 		t.Errorf("auth not configured: status %d, want 401", res.StatusCode)
 	}
+}
+
+// storedAndDeletedPatients creates two Patients through h and deletes the second.
+func storedAndDeletedPatients(t *testing.T, h http.Handler) (stored, deleted string) {
+	t.Helper()
+	stored = decodeBody[map[string]any](t, do(t, h, postPatient(`{"resourceType":"Patient","gender":"female","birthDate":"1954-02-11"}`)))["id"].(string)
+	deleted = decodeBody[map[string]any](t, do(t, h, postPatient(`{"resourceType":"Patient","gender":"male"}`)))["id"].(string)
+	if res := do(t, h, httptest.NewRequest(http.MethodDelete, "/Patient/"+deleted, nil)); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete: status %d", res.StatusCode)
+	}
+	return stored, deleted
 }
 
 // TestEveryResultFormulaIsCoded checks codingFor knows every formula a response can name (the spec's
