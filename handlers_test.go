@@ -875,3 +875,42 @@ func TestCrClValidation(t *testing.T) {
 		t.Errorf("over 64 KiB: status %d, want 413", res.StatusCode)
 	}
 }
+
+// FuzzCrClRequest: whatever the body and Accept, POST /crcl never answers a 5xx or panics, and every
+// 200 is a finite, positive clearance with the advice.
+func FuzzCrClRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"sex":"female","age":80,"weight_kg":60,"serum_creatinine_umol_l":110}`,
+		`{"sex":"male","age":18,"weight_kg":400,"serum_creatinine_umol_l":20}`,
+		`{"sex":"male","age":120,"weight_kg":20,"serum_creatinine_umol_l":3000,"patient_id":"x"}`,
+		`{"weight_kg":[],"age":{},"sex":null}`, `[`, ``,
+	} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	h := newTestServer(f)
+	f.Fuzz(func(t *testing.T, body string, fhir bool) {
+		req := postCrCl(body)
+		if fhir {
+			req = fhirRequest(req)
+		}
+		res := do(t, h, req)
+		switch res.StatusCode {
+		case 200:
+		case 400, 401, 413, 422:
+			return
+		default:
+			t.Fatalf("status %d for %q", res.StatusCode, body)
+		}
+		if fhir {
+			if _, problems := r4Problems(t, readAll(t, res.Body)); len(problems) > 0 {
+				t.Fatalf("%q: %v", body, problems)
+			}
+			return
+		}
+		got := decodeBody[crclResult](t, res)
+		if !(got.CrCl > 0) || math.IsInf(got.CrCl, 0) || got.Advice != mhraCrClAdvice {
+			t.Fatalf("%q: %+v", body, got)
+		}
+	})
+}
