@@ -840,7 +840,7 @@ func TestCrClValidation(t *testing.T) {
 			fe("sex", "literal_error", `Input should be "male" or "female" (lower case).`),
 			fe("serum_creatinine_umol_l", "greater_than_equal", "Input should be at least 20 µmol/L; 1.1 looks like a value in mg/dL (mg/dL × 88.4 = µmol/L)."),
 			fe("age", "greater_than_equal", "Input should be at least 18 years: Cockcroft-Gault is for adults."),
-			fe("weight_kg", "less_than_equal", "Input should be at most 400 kg; a larger value is most likely in another unit (g, lb)."),
+			fe("weight_kg", "less_than_equal", "Input should be at most 400 kg; a larger value is most likely in grams."),
 		}},
 		{"weight too low", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"weight_kg":12}`, 422, []fieldError{
 			fe("weight_kg", "greater_than_equal", "Input should be at least 20 kg (an adult's actual body weight).")}},

@@ -53,10 +53,17 @@ const (
 	maxCystatinCChild  = 8.0
 	minHeight          = 60.0 // cm
 	maxHeight          = 200.0
-	minAgeKDIGO        = 2.0 // KDIGO 2012 applies its GFR categories from age 2; normal GFR is lower in infancy
 
-	minWeight = 20.0  // kg, plausibility for an adult: severe anorexia reaches about 25 kg
-	maxWeight = 400.0 // kg, plausibility: outside this the value is most likely in another unit
+	// KDIGO 2012 applies its GFR categories to children from 2 years (Pottel et al., Pediatr Nephrol
+	// 2015;30:821-828: the cut-offs are "also applied for children older than 2 years of age"); under 2,
+	// normal GFR is below 60 and the adult categories are not used (Children 2022;9(12):1995, citing KDIGO).
+	minAgeKDIGO = 2.0
+
+	// Plausibility limits for an adult's weight, a decision rather than a published limit (none was
+	// found; kidney.epi only requires a positive weight): wide enough for the extremes of muscle mass
+	// the MHRA names, narrow enough to catch a weight in grams (pounds cannot be told from kg by range).
+	minWeight = 20.0 // kg
+	maxWeight = 400.0
 )
 
 // kdigoCategory is the KDIGO 2012 GFR category (also used by NICE CG182/NG203) of a reported whole
@@ -580,7 +587,7 @@ func parseWeight(v *jsonNode) (float64, *fieldError) {
 	case x < minWeight:
 		return 0, badValue(loc(name), "greater_than_equal", fmt.Sprintf("Input should be at least %g kg (an adult's actual body weight).", minWeight))
 	case x > maxWeight:
-		return 0, badValue(loc(name), "less_than_equal", fmt.Sprintf("Input should be at most %g kg; a larger value is most likely in another unit (g, lb).", maxWeight))
+		return 0, badValue(loc(name), "less_than_equal", fmt.Sprintf("Input should be at most %g kg; a larger value is most likely in grams.", maxWeight))
 	}
 	return x, nil
 }
