@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -47,7 +48,7 @@ func mustSpec(t testing.TB) map[string]any {
 func TestRouteParity(t *testing.T) {
 	spec := mustSpec(t)
 	var served []string
-	for _, rt := range routes(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t)) {
+	for _, rt := range routes(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now) {
 		key := rt.method + " " + rt.pattern
 		if !slices.Contains(undocumentedRoutes, key) {
 			served = append(served, key)
@@ -70,40 +71,55 @@ func TestRouteParity(t *testing.T) {
 }
 
 // TestSpecBoundsMatchValidation checks that the numeric bounds a client reads in the spec are the
-// bounds the validation functions enforce.
+// bounds the validation functions enforce: for POST /egfr the widest any formula accepts (each
+// formula's own limits are tested in handlers_test.go), for POST /crcl the adult ones.
 func TestSpecBoundsMatchValidation(t *testing.T) {
 	spec := mustSpec(t)
-	props := resolve(spec, "#/components/schemas/EGFRRequest")["properties"].(map[string]any)
-	bound := func(field, kw string) float64 {
-		v, ok := props[field].(map[string]any)[kw].(float64)
-		if !ok {
-			t.Fatalf("EGFRRequest.%s has no %s", field, kw)
+	bounds := func(schema string) map[string]float64 {
+		got := map[string]float64{}
+		for field, p := range resolve(spec, "#/components/schemas/"+schema)["properties"].(map[string]any) {
+			for _, kw := range []string{"minimum", "maximum"} {
+				if v, ok := p.(map[string]any)[kw].(float64); ok {
+					got[field+"."+kw] = v
+				}
+			}
 		}
-		return v
+		return got
 	}
-	got := map[string]float64{
-		"age.minimum":                     bound("age", "minimum"),
-		"age.maximum":                     bound("age", "maximum"),
-		"serum_creatinine_umol_l.minimum": bound("serum_creatinine_umol_l", "minimum"),
-		"serum_creatinine_umol_l.maximum": bound("serum_creatinine_umol_l", "maximum"),
-		"serum_cystatin_c_mg_l.minimum":   bound("serum_cystatin_c_mg_l", "minimum"),
-		"serum_cystatin_c_mg_l.maximum":   bound("serum_cystatin_c_mg_l", "maximum"),
-	}
-	want := map[string]float64{
-		"age.minimum": minAge, "age.maximum": maxAge,
-		"serum_creatinine_umol_l.minimum": minCreatinine, "serum_creatinine_umol_l.maximum": maxCreatinine,
-		"serum_cystatin_c_mg_l.minimum": minCystatinC, "serum_cystatin_c_mg_l.maximum": maxCystatinC,
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("spec bounds differ from validation bounds (-validation +spec):\n%s", diff)
+	for _, tt := range []struct {
+		schema string
+		want   map[string]float64
+	}{
+		{"EGFRRequest", map[string]float64{
+			"age.minimum": min(minAgeU25, minAgeSchwartz), "age.maximum": maxAge,
+			"serum_creatinine_umol_l.minimum": minCreatinineChild, "serum_creatinine_umol_l.maximum": maxCreatinine,
+			"serum_cystatin_c_mg_l.minimum": minCystatinC, "serum_cystatin_c_mg_l.maximum": maxCystatinC,
+			"height_cm.minimum": minHeight, "height_cm.maximum": maxHeight,
+		}},
+		{"CrClRequest", map[string]float64{
+			"age.minimum": minAge, "age.maximum": maxAge,
+			"serum_creatinine_umol_l.minimum": minCreatinine, "serum_creatinine_umol_l.maximum": maxCreatinine,
+			"weight_kg.minimum": minWeight, "weight_kg.maximum": maxWeight,
+		}},
+	} {
+		if diff := cmp.Diff(tt.want, bounds(tt.schema)); diff != "" {
+			t.Errorf("%s: spec bounds differ from validation bounds (-validation +spec):\n%s", tt.schema, diff)
+		}
 	}
 }
 
-// TestSpecExamplesAreRealOutputs sends each documented POST /egfr request example and checks the
+// TestSpecExamplesAreRealOutputs sends each documented calculator request example and checks the
 // response equals the documented 200 example of the same name.
 func TestSpecExamplesAreRealOutputs(t *testing.T) {
+	for _, path := range []string{"/egfr", "/crcl"} {
+		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) { checkSpecExamples(t, path) })
+	}
+}
+
+// checkSpecExamples is TestSpecExamplesAreRealOutputs for the POST operation at path.
+func checkSpecExamples(t *testing.T, path string) {
 	spec := mustSpec(t)
-	op := spec["paths"].(map[string]any)["/egfr"].(map[string]any)["post"].(map[string]any)
+	op := spec["paths"].(map[string]any)[path].(map[string]any)["post"].(map[string]any)
 	reqExamples := op["requestBody"].(map[string]any)["content"].(map[string]any)["application/json"].(map[string]any)["examples"].(map[string]any)
 	resExamples := resolveResponse(spec, op["responses"].(map[string]any)["200"])["content"].(map[string]any)["application/json"].(map[string]any)["examples"].(map[string]any)
 	if len(reqExamples) == 0 || len(reqExamples) != len(resExamples) {
@@ -112,7 +128,9 @@ func TestSpecExamplesAreRealOutputs(t *testing.T) {
 	h := newTestServer(t)
 	for name, ex := range reqExamples {
 		body, _ := json.Marshal(ex.(map[string]any)["value"])
-		res := do(t, h, postEGFR(string(body)))
+		req := postEGFR(string(body))
+		req.URL.Path = path
+		res := do(t, h, req)
 		got := decodeBody[map[string]any](t, res)
 		want := resExamples[name].(map[string]any)["value"]
 		if diff := cmp.Diff(want, got); diff != "" {

@@ -50,14 +50,17 @@ type fhirIssue struct {
 	Details     *fhirCodeableConcept `json:"details,omitempty"`    // a coded reason, e.g. an NHS API error code
 }
 
-// fhirCodeableConcept and fhirCoding are the parts of those FHIR types an OperationOutcome uses.
+// fhirCodeableConcept and fhirCoding are the parts of those FHIR types an OperationOutcome and an
+// Observation use.
 type (
 	fhirCodeableConcept struct {
-		Coding []fhirCoding `json:"coding"`
+		Coding []fhirCoding `json:"coding,omitempty"`
+		Text   string       `json:"text,omitempty"`
 	}
 	fhirCoding struct {
-		System string `json:"system"`
-		Code   string `json:"code"`
+		System  string `json:"system"`
+		Code    string `json:"code"`
+		Display string `json:"display,omitempty"`
 	}
 )
 

@@ -564,7 +564,7 @@ func TestPatientAuth(t *testing.T) {
 				return
 			}
 			oo := decodeBody[operationOutcome](t, res)
-			want := []fhirIssue{{Severity: "error", Code: tt.wantIssue, Details: &fhirCodeableConcept{Coding: []fhirCoding{{nhsdErrorSystem, tt.wantCode}}}}}
+			want := []fhirIssue{{Severity: "error", Code: tt.wantIssue, Details: &fhirCodeableConcept{Coding: []fhirCoding{{System: nhsdErrorSystem, Code: tt.wantCode}}}}}
 			if diff := cmp.Diff(want, oo.Issue, cmpopts.IgnoreFields(fhirIssue{}, "Diagnostics")); diff != "" {
 				t.Errorf("issues (-want +got):\n%s", diff)
 			}
@@ -578,7 +578,7 @@ func TestPatientAuth(t *testing.T) {
 // TestAuthNotConfigured: without OIDC settings the Patient routes refuse everything and say which
 // settings are missing; the open routes stay open.
 func TestAuthNotConfigured(t *testing.T) {
-	h := newServer(slog.New(slog.DiscardHandler), config{}, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil)
+	h := newServer(slog.New(slog.DiscardHandler), config{}, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil, time.Now)
 	for _, req := range []*http.Request{postPatient(minimalPatient), fhirReq("GET", "/Patient/abc", "")} {
 		req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, allScopes))
 		res := doRaw(t, h, req)
@@ -599,7 +599,7 @@ func TestPatientSearchHTTP(t *testing.T) {
 	store := testStore(t)
 	cfg := testConfig(t)
 	cfg.baseURL = "https://fhir.example.nhs.uk/R4"
-	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t))
+	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t), time.Now)
 	names := []string{"Núñez", "Nunes", "NUNN", "Smith", "Smyth", "Zoë"}
 	ids := map[string]string{}
 	for i, n := range names {

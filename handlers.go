@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // route is one entry of the API surface: addRoutes registers it, and the contract test compares the
@@ -25,16 +26,21 @@ type route struct {
 }
 
 // routes is the whole API surface in one table, with each route's access rule in view. v is nil
-// when authentication is not configured (the Patient routes then refuse every request).
-func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier) []route {
+// when authentication is not configured (the Patient routes then refuse every request). The
+// calculators are open unless EGFR_AUTH=required; a calculator request naming a patient_id needs a
+// token that may read Patients whatever the setting (observationSubject).
+func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier, now func() time.Time) []route {
 	read := func(h http.Handler) http.Handler { return withFHIRFormat(requireToken(v, readPatients, h)) }
 	write := func(h http.Handler) http.Handler { return withFHIRFormat(requireToken(v, writePatients, h)) }
-	egfr := handleEGFR()
-	if cfg.auth.EGFRRequired {
-		egfr = requireToken(v, anyToken, egfr)
+	calculator := func(h http.Handler) http.Handler {
+		if cfg.auth.EGFRRequired {
+			return requireToken(v, anyToken, h)
+		}
+		return h
 	}
 	return []route{
-		{"POST", "/egfr", egfr},
+		{"POST", "/egfr", calculator(handleEGFR(log, store, v, now))},
+		{"POST", "/crcl", calculator(handleCrCl(log, store, v, now))},
 		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement()))},
 		{"GET", "/Patient", read(handlePatientSearch(log, store, cfg.baseURL))},
 		{"POST", "/Patient", write(handlePatientCreate(log, store))},
@@ -124,22 +130,26 @@ func newStartingServer(log *slog.Logger) http.Handler {
 	return withRequestContext(log, mux)
 }
 
-// newServer builds the service's handler: the routes behind the request middleware.
-func newServer(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier) http.Handler {
+// newServer builds the service's handler: the routes behind the request middleware. now is the
+// clock of calculated Observations.
+func newServer(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier, now func() time.Time) http.Handler {
 	mux := http.NewServeMux()
-	addRoutes(mux, routes(log, cfg, ready, spec, docs, store, v))
+	addRoutes(mux, routes(log, cfg, ready, spec, docs, store, v, now))
 	return withRequestContext(log, mux)
 }
 
-// handleEGFR serves POST /egfr: decode, validate, compute, encode.
-func handleEGFR() http.Handler {
+// handleEGFR serves POST /egfr: decode, validate, compute, encode as JSON or, for Accept:
+// application/fhir+json, as a FHIR Observation.
+func handleEGFR(log *slog.Logger, store patientStore, v *verifier, now func() time.Time) http.Handler {
 	// This is the hot path: the buffer a body is read into (then the response encoded into) and the
-	// JSON reader are pooled, so a request allocates almost nothing of its own.
+	// JSON reader are pooled, and the header values are shared (net/http only reads them), so a request
+	// allocates almost nothing of its own.
 	type scratch struct {
 		buf  bytes.Buffer
 		json jsonReader
 	}
 	pool := sync.Pool{New: func() any { return new(scratch) }}
+	contentType, vary := []string{"application/json"}, []string{"Accept"}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := pool.Get().(*scratch)
 		defer pool.Put(s)
@@ -147,22 +157,96 @@ func handleEGFR() http.Handler {
 		if !ok {
 			return
 		}
-		req, problems := parseEGFRRequest(&s.json, body)
+		fhir := wantsFHIR(r.Header["Accept"])
+		req, problems := parseEGFRRequest(&s.json, body, fhir)
 		if len(problems) > 0 {
-			status := http.StatusUnprocessableEntity
-			for _, p := range problems {
-				if p.status == http.StatusBadRequest {
-					status = http.StatusBadRequest
-				}
-			}
-			writeProblem(w, r, status, problemDetail(problems), problems)
+			writeFieldProblems(w, r, problems)
 			return
 		}
-		out := req.compute().appendJSON(s.buf.AvailableBuffer()[:0])
-		w.Header()["Content-Type"] = []string{"application/json"}
+		res := req.compute()
+		if fhir {
+			writeObservation(w, r, log, store, v, req.PatientID, egfrObservation(res, now()))
+			return
+		}
+		h := w.Header()
+		h["Content-Type"], h["Vary"] = contentType, vary
 		w.WriteHeader(http.StatusOK)
-		w.Write(out)
+		w.Write(res.appendJSON(s.buf.AvailableBuffer()[:0]))
 	})
+}
+
+// handleCrCl serves POST /crcl, the Cockcroft-Gault creatinine clearance for drug dosing, with the
+// same rules and representations as POST /egfr.
+func handleCrCl(log *slog.Logger, store patientStore, v *verifier, now func() time.Time) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readBody(w, r, nil, maxEGFRBody, "application/json")
+		if !ok {
+			return
+		}
+		fhir := wantsFHIR(r.Header["Accept"])
+		req, problems := parseCrClRequest(body, fhir)
+		if len(problems) > 0 {
+			writeFieldProblems(w, r, problems)
+			return
+		}
+		res := req.compute()
+		if fhir {
+			writeObservation(w, r, log, store, v, req.PatientID, crclObservation(res, now()))
+			return
+		}
+		w.Header().Set("Vary", "Accept")
+		writeJSON(w, http.StatusOK, "application/json", res)
+	})
+}
+
+// observationSubject returns the reference an Observation's subject gets: none without patient_id.
+// With one, it first needs a token that may read Patients (401 or 403 otherwise, as on the Patient
+// routes), so the answer never tells a caller who may not read Patients whether one exists; then a
+// stored Patient that is not deleted (422 otherwise). ok is false when it has answered the request.
+func observationSubject(w http.ResponseWriter, r *http.Request, log *slog.Logger, store patientStore, v *verifier, id string) (subject string, ok bool) {
+	if id == "" {
+		return "", true
+	}
+	if !authorize(w, r, v, readPatients) {
+		return "", false
+	}
+	p, err := store.Read(r.Context(), id)
+	switch {
+	case errors.Is(err, errNotFound) || err == nil && p.Deleted:
+		writeFieldProblems(w, r, []fieldError{*badValue(loc("patient_id"), "not_found",
+			"There is no Patient with this id on this server (or it was deleted); omit patient_id, or send the id of a stored Patient.")})
+		return "", false
+	case err != nil:
+		writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
+		return "", false
+	}
+	return "Patient/" + id, true
+}
+
+// writeObservation answers 200 with a calculated Observation, about patientID's Patient when one is
+// named (observationSubject answers otherwise).
+func writeObservation(w http.ResponseWriter, r *http.Request, log *slog.Logger, store patientStore, v *verifier, patientID string, o observation) {
+	subject, ok := observationSubject(w, r, log, store, v, patientID)
+	if !ok {
+		return
+	}
+	if subject != "" {
+		o.Subject = &fhirReference{Reference: subject}
+	}
+	w.Header().Set("Vary", "Accept")
+	writeJSON(w, http.StatusOK, fhirContentType, o)
+}
+
+// writeFieldProblems answers the problems with a request body: 400 when any is about the JSON
+// itself, else 422.
+func writeFieldProblems(w http.ResponseWriter, r *http.Request, problems []fieldError) {
+	status := http.StatusUnprocessableEntity
+	for _, p := range problems {
+		if p.status == http.StatusBadRequest {
+			status = http.StatusBadRequest
+		}
+	}
+	writeProblem(w, r, status, problemDetail(problems), problems)
 }
 
 // problemDetail sums problems up in one sentence per problem, each naming its field.

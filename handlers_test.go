@@ -22,13 +22,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // newTestServer is the full service handler with a discarded log, readiness up, an empty store and
 // auth checked against the test issuer.
 func newTestServer(t testing.TB) http.Handler {
 	t.Helper()
-	return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
+	return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 }
 
 // testConfig is the configuration the handler tests run with: auth on, against the test issuer.
@@ -174,20 +175,34 @@ func egfrBody(s string, scr float64, age int, extra string) string {
 	return fmt.Sprintf(`{"sex":%q,"serum_creatinine_umol_l":%s,"age":%d%s}`, s, strconv.FormatFloat(scr, 'f', -1, 64), age, extra)
 }
 
+// refBody is the POST /egfr body that asks for a reference value: the measurements the source used
+// and the formula family of its result.
+func refBody(ref egfrRef) string {
+	b := fmt.Appendf(nil, `{"sex":%q,"age":%s`, ref.sex, strconv.FormatFloat(ref.age, 'f', -1, 64))
+	for _, m := range []struct {
+		name  string
+		value float64
+	}{{"serum_creatinine_umol_l", ref.scrUmolL}, {"serum_cystatin_c_mg_l", ref.cysC}, {"height_cm", ref.heightCm}} {
+		if m.value != 0 {
+			b = fmt.Appendf(b, `,%q:%s`, m.name, strconv.FormatFloat(m.value, 'f', -1, 64))
+		}
+	}
+	switch ref.formula {
+	case formula2009, formulaSchwartz:
+		b = fmt.Appendf(b, `,"formula":%q`, ref.formula)
+	case formulaU25Cr, formulaU25CysC, formulaU25Avg:
+		b = fmt.Appendf(b, `,"formula":%q`, formulaU25)
+	}
+	return string(b) + "}"
+}
+
 // TestEGFRMatchesPublishedValues checks the same references through POST /egfr: the one-decimal
 // value within 0.05 of the published value (plus the source's precision), and a published whole
 // number equal to egfr_reported.
 func TestEGFRMatchesPublishedValues(t *testing.T) {
 	h := newTestServer(t)
 	for _, ref := range publishedEGFR {
-		extra := ""
-		switch {
-		case ref.cysC > 0:
-			extra = fmt.Sprintf(`,"serum_cystatin_c_mg_l":%g`, ref.cysC)
-		case ref.formula == formula2009:
-			extra = `,"formula":"CKD-EPI 2009"`
-		}
-		res := do(t, h, postEGFR(egfrBody(ref.sex, ref.scrUmolL, ref.age, extra)))
+		res := do(t, h, postEGFR(refBody(ref)))
 		if res.StatusCode != http.StatusOK {
 			t.Fatalf("%s: status %d", ref.source, res.StatusCode)
 		}
@@ -236,7 +251,7 @@ func TestEGFRCategoryEdges(t *testing.T) {
 					scr := math.Round(invert(formula, e.target, age, s)*100) / 100
 					res := do(t, h, postEGFR(egfrBody(string(s), scr, age, `,"formula":"`+formula+`"`)))
 					got := decodeBody[egfrResult](t, res)
-					if got.Reported != e.reported || got.Category != e.category {
+					if got.Reported != e.reported || string(got.Category) != e.category {
 						t.Errorf("%s %s age %d Scr %g (eGFR ≈ %g): got %q %s, want %q %s",
 							formula, s, age, scr, e.target, got.Reported, got.Category, e.reported, e.category)
 					}
@@ -286,6 +301,70 @@ func TestEGFRInputRanges(t *testing.T) {
 	t.Logf("%d range requests", n)
 }
 
+// TestEGFRChildrenInputRanges sends the validity edges of the children's formulas: the ages
+// (CKiD U25 1 to 25, Bedside Schwartz 1 to under 18; CKD-EPI's 17/18 are in TestEGFRInputRanges), the
+// authors' height, creatinine and cystatin C ranges, the knee points of the CKiD U25 K functions
+// (12, 15, 18), and that the KDIGO category is null under 2 years, for both sexes and every form.
+func TestEGFRChildrenInputRanges(t *testing.T) {
+	h := newTestServer(t)
+	var n int
+	send := func(body string, wantStatus int) egfrResult {
+		t.Helper()
+		n++
+		res := do(t, h, postEGFR(body))
+		if res.StatusCode != wantStatus {
+			t.Errorf("%s: status %d, want %d", body, res.StatusCode, wantStatus)
+		}
+		if wantStatus != 200 {
+			return egfrResult{}
+		}
+		return decodeBody[egfrResult](t, res)
+	}
+	u25 := func(s string, age float64, markers string) string {
+		return fmt.Sprintf(`{"sex":%q,"age":%g,"formula":"CKiD U25"%s}`, s, age, markers)
+	}
+	schwartz := func(s string, age, scr, height float64) string {
+		return fmt.Sprintf(`{"sex":%q,"age":%g,"formula":"Bedside Schwartz","serum_creatinine_umol_l":%g,"height_cm":%g}`, s, age, scr, height)
+	}
+	forms := []string{`,"serum_creatinine_umol_l":50,"height_cm":120`, `,"serum_cystatin_c_mg_l":1.1`, `,"serum_creatinine_umol_l":50,"height_cm":120,"serum_cystatin_c_mg_l":1.1`}
+	for _, s := range []string{"male", "female"} {
+		for _, m := range forms {
+			for _, age := range []float64{0, 0.5, 0.99, 25.01, 25.5, 26, 30} {
+				send(u25(s, age, m), 422)
+			}
+			for _, age := range []float64{1, 1.99, 2, 7.5, 11.99, 12, 14.99, 15, 17.99, 18, 24.99, 25} {
+				got := send(u25(s, age, m), 200)
+				if wantNull := age < 2; (got.Category == "") != wantNull {
+					t.Errorf("CKiD U25 %s age %g: kdigo_category %q", s, age, got.Category)
+				}
+			}
+		}
+		for age, want := range map[float64]int{0.99: 422, 1: 200, 1.5: 200, 2: 200, 10: 200, 16: 200, 17: 200, 17.99: 200, 18: 422, 18.5: 422, 25: 422} {
+			send(schwartz(s, age, 40, 120), want)
+		}
+		for _, v := range []float64{60, 60.5, 120, 199.9, 200} {
+			send(schwartz(s, 10, 40, v), 200)
+			send(u25(s, 10, fmt.Sprintf(`,"serum_creatinine_umol_l":40,"height_cm":%g`, v)), 200)
+		}
+		for _, v := range []float64{-1, 0, 1.5, 2.5, 59.99, 200.01, 250} {
+			send(schwartz(s, 10, 40, v), 422)
+			send(u25(s, 10, fmt.Sprintf(`,"serum_creatinine_umol_l":40,"height_cm":%g`, v)), 422)
+		}
+		for _, v := range []float64{8.84, 10, 19.99, 20, 884} {
+			send(schwartz(s, 10, v, 120), 200)
+			send(u25(s, 10, fmt.Sprintf(`,"serum_creatinine_umol_l":%g,"height_cm":120`, v)), 200)
+		}
+		for _, v := range []float64{0.5, 8.83, 884.01, 3000} {
+			send(schwartz(s, 10, v, 120), 422)
+			send(u25(s, 10, fmt.Sprintf(`,"serum_creatinine_umol_l":%g,"height_cm":120`, v)), 422)
+		}
+		for v, want := range map[float64]int{0.19: 422, 0.2: 200, 0.8: 200, 8: 200, 8.01: 422, 10: 422} {
+			send(u25(s, 10, fmt.Sprintf(`,"serum_cystatin_c_mg_l":%g`, v)), want)
+		}
+	}
+	t.Logf("%d range requests", n)
+}
+
 // TestEGFRValidation checks each validation rule with the whole problem body.
 func TestEGFRValidation(t *testing.T) {
 	h := newTestServer(t)
@@ -298,8 +377,11 @@ func TestEGFRValidation(t *testing.T) {
 	}
 	const (
 		sexMsg   = `Input should be "male" or "female" (lower case).`
-		unknown  = "Unknown field (field names are case-sensitive): expected one of sex, serum_creatinine_umol_l, age, formula, serum_cystatin_c_mg_l."
+		unknown  = "Unknown field (field names are case-sensitive): expected one of sex, serum_creatinine_umol_l, age, formula, serum_cystatin_c_mg_l, height_cm, patient_id."
 		required = "Field required."
+		marker   = "Send serum_creatinine_umol_l (µmol/L), serum_cystatin_c_mg_l (mg/L), or both."
+		adult    = "Input should be at least 18 years: CKD-EPI is validated in adults only. For ages 1 to 25 send \"formula\": \"CKiD U25\" (with height_cm when sending creatinine); for ages 1 to 17, \"Bedside Schwartz\" (with height_cm)."
+		formulas = `Input should be "CKD-EPI 2021", "CKD-EPI 2009", "CKiD U25" or "Bedside Schwartz".`
 	)
 	tests := []struct {
 		name       string
@@ -326,14 +408,14 @@ func TestEGFRValidation(t *testing.T) {
 		{"creatinine as bool", `{"sex":"male","serum_creatinine_umol_l":true,"age":50}`, 400, []fieldError{
 			fe("serum_creatinine_umol_l", "float_type", "Input should be a number (µmol/L).")}},
 		{"formula as number", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"formula":2009}`, 400, []fieldError{
-			fe("formula", "string_type", `Input should be a string: "CKD-EPI 2021" or "CKD-EPI 2009".`)}},
+			fe("formula", "string_type", `Input should be a string: "CKD-EPI 2021", "CKD-EPI 2009", "CKiD U25" or "Bedside Schwartz".`)}},
 		{"cystatin as object", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"serum_cystatin_c_mg_l":{}}`, 400, []fieldError{
 			fe("serum_cystatin_c_mg_l", "float_type", "Input should be a number (mg/L).")}},
 		{"every type wrong", `{"sex":1,"serum_creatinine_umol_l":"88","age":"50","formula":[],"serum_cystatin_c_mg_l":"1"}`, 400, []fieldError{
 			fe("sex", "string_type", `Input should be a string: "male" or "female".`),
 			fe("serum_creatinine_umol_l", "float_type", "Input should be a number (µmol/L)."),
 			fe("age", "int_type", "Input should be a whole number of years."),
-			fe("formula", "string_type", `Input should be a string: "CKD-EPI 2021" or "CKD-EPI 2009".`),
+			fe("formula", "string_type", `Input should be a string: "CKD-EPI 2021", "CKD-EPI 2009", "CKiD U25" or "Bedside Schwartz".`),
 			fe("serum_cystatin_c_mg_l", "float_type", "Input should be a number (mg/L)."),
 		}},
 		{"unknown field", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"race":"black"}`, 400, []fieldError{fe("race", "extra_forbidden", unknown)}},
@@ -345,23 +427,25 @@ func TestEGFRValidation(t *testing.T) {
 		{"type and value problems together", `{"sex":"Male","serum_creatinine_umol_l":"88","age":17}`, 400, []fieldError{
 			fe("sex", "literal_error", sexMsg),
 			fe("serum_creatinine_umol_l", "float_type", "Input should be a number (µmol/L)."),
-			fe("age", "greater_than_equal", "Input should be at least 18 years: CKD-EPI is validated in adults only."),
+			fe("age", "greater_than_equal", adult),
 		}},
 		{"empty object", `{}`, 422, []fieldError{
-			fe("sex", "missing", required), fe("serum_creatinine_umol_l", "missing", required), fe("age", "missing", required)}},
-		{"nulls are absent", `{"sex":null,"serum_creatinine_umol_l":null,"age":null}`, 422, []fieldError{
-			fe("sex", "missing", required), fe("serum_creatinine_umol_l", "missing", required), fe("age", "missing", required)}},
+			fe("sex", "missing", required), fe("serum_creatinine_umol_l", "missing", marker), fe("age", "missing", required),
+			fe("serum_cystatin_c_mg_l", "missing", marker)}},
+		{"nulls are absent", `{"sex":null,"serum_creatinine_umol_l":null,"age":null,"serum_cystatin_c_mg_l":null,"height_cm":null,"patient_id":null}`, 422, []fieldError{
+			fe("sex", "missing", required), fe("serum_creatinine_umol_l", "missing", marker), fe("age", "missing", required),
+			fe("serum_cystatin_c_mg_l", "missing", marker)}},
 		{"sex capitalised", `{"sex":"Male","serum_creatinine_umol_l":88,"age":50}`, 422, []fieldError{fe("sex", "literal_error", sexMsg)}},
 		{"sex other", `{"sex":"other","serum_creatinine_umol_l":88,"age":50}`, 422, []fieldError{fe("sex", "literal_error", sexMsg)}},
 		{"sex empty", `{"sex":"","serum_creatinine_umol_l":88,"age":50}`, 422, []fieldError{fe("sex", "literal_error", sexMsg)}},
 		{"age fractional", `{"sex":"male","serum_creatinine_umol_l":88,"age":50.5}`, 422, []fieldError{
 			fe("age", "int_from_float", "Input should be a whole number of years, without a fractional part.")}},
 		{"age 17", `{"sex":"male","serum_creatinine_umol_l":88,"age":17}`, 422, []fieldError{
-			fe("age", "greater_than_equal", "Input should be at least 18 years: CKD-EPI is validated in adults only.")}},
+			fe("age", "greater_than_equal", adult)}},
 		{"age 121", `{"sex":"male","serum_creatinine_umol_l":88,"age":121}`, 422, []fieldError{
 			fe("age", "less_than_equal", "Input should be at most 120 years.")}},
 		{"age negative", `{"sex":"male","serum_creatinine_umol_l":88,"age":-50}`, 422, []fieldError{
-			fe("age", "greater_than_equal", "Input should be at least 18 years: CKD-EPI is validated in adults only.")}},
+			fe("age", "greater_than_equal", adult)}},
 		{"age huge", `{"sex":"male","serum_creatinine_umol_l":88,"age":1e400}`, 422, []fieldError{
 			fe("age", "int_from_float", "Input should be a whole number of years, without a fractional part.")}},
 		{"creatinine mg/dL", `{"sex":"male","serum_creatinine_umol_l":1.2,"age":50}`, 422, []fieldError{
@@ -375,24 +459,65 @@ func TestEGFRValidation(t *testing.T) {
 		{"creatinine infinite", `{"sex":"male","serum_creatinine_umol_l":1e999,"age":50}`, 422, []fieldError{
 			fe("serum_creatinine_umol_l", "finite_number", "Input should be a finite number (µmol/L).")}},
 		{"formula unknown", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"formula":"MDRD"}`, 422, []fieldError{
-			fe("formula", "literal_error", `Input should be "CKD-EPI 2021" or "CKD-EPI 2009".`)}},
+			fe("formula", "literal_error", formulas)}},
 		{"formula case", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"formula":"ckd-epi 2009"}`, 422, []fieldError{
-			fe("formula", "literal_error", `Input should be "CKD-EPI 2021" or "CKD-EPI 2009".`)}},
+			fe("formula", "literal_error", formulas)}},
 		{"formula is the cystatin name", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"formula":"CKD-EPI 2021 creatinine-cystatin C"}`, 422, []fieldError{
-			fe("formula", "literal_error", `Input should be "CKD-EPI 2021" or "CKD-EPI 2009".`)}},
+			fe("formula", "literal_error", formulas)}},
 		{"cystatin low", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"serum_cystatin_c_mg_l":0.1}`, 422, []fieldError{
 			fe("serum_cystatin_c_mg_l", "greater_than_equal", "Input should be at least 0.2 mg/L.")}},
 		{"cystatin high", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"serum_cystatin_c_mg_l":11}`, 422, []fieldError{
 			fe("serum_cystatin_c_mg_l", "less_than_equal", "Input should be at most 10 mg/L.")}},
 		{"cystatin with 2009", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"formula":"CKD-EPI 2009","serum_cystatin_c_mg_l":1}`, 422, []fieldError{
-			fe("serum_cystatin_c_mg_l", "formula_mismatch", `Cystatin C is used only by the CKD-EPI 2021 creatinine-cystatin C equation; omit it, or omit "formula" (or send "CKD-EPI 2021").`)}},
+			fe("serum_cystatin_c_mg_l", "formula_mismatch", `Cystatin C is not used by CKD-EPI 2009; omit it, or omit "formula" (or send "CKD-EPI 2021") for the CKD-EPI 2021 creatinine-cystatin C or CKD-EPI 2012 cystatin C equation.`)}},
 		{"every value wrong, in field order", `{"serum_cystatin_c_mg_l":99,"formula":"x","age":10,"serum_creatinine_umol_l":5,"sex":"m"}`, 422, []fieldError{
 			fe("sex", "literal_error", sexMsg),
 			fe("serum_creatinine_umol_l", "greater_than_equal", "Input should be at least 20 µmol/L; 5 looks like a value in mg/dL (mg/dL × 88.4 = µmol/L)."),
-			fe("age", "greater_than_equal", "Input should be at least 18 years: CKD-EPI is validated in adults only."),
-			fe("formula", "literal_error", `Input should be "CKD-EPI 2021" or "CKD-EPI 2009".`),
+			fe("age", "greater_than_equal", adult),
+			fe("formula", "literal_error", formulas),
 			fe("serum_cystatin_c_mg_l", "less_than_equal", "Input should be at most 10 mg/L."),
 		}},
+		{"every new field wrong, after the others", `{"patient_id":"no spaces","height_cm":1.2,"serum_cystatin_c_mg_l":9,"formula":"CKiD U25","age":30,"serum_creatinine_umol_l":900,"sex":"female"}`, 422, []fieldError{
+			fe("serum_creatinine_umol_l", "less_than_equal", "Input should be at most 884 µmol/L, the CKiD authors' input range (0.1 to 10 mg/dL)."),
+			fe("age", "less_than_equal", "Input should be at most 25 years: CKiD U25 is defined for ages 1 to 25 (Pierce et al., Kidney Int 2021); for adults send a CKD-EPI formula."),
+			fe("serum_cystatin_c_mg_l", "less_than_equal", "Input should be at most 8 mg/L, the CKiD U25 authors' input range (IFCC-calibrated)."),
+			fe("height_cm", "greater_than_equal", "Input should be at least 60 cm; 1.2 looks like a height in metres (m × 100 = cm)."),
+			fe("patient_id", "string_pattern_mismatch", "Input should be a Patient id: 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'."),
+		}},
+		{"cystatin alone with 2009", `{"sex":"male","age":50,"formula":"CKD-EPI 2009","serum_cystatin_c_mg_l":1}`, 422, []fieldError{
+			fe("serum_creatinine_umol_l", "missing", required),
+			fe("serum_cystatin_c_mg_l", "formula_mismatch", `Cystatin C is not used by CKD-EPI 2009; omit it, or omit "formula" (or send "CKD-EPI 2021") for the CKD-EPI 2021 creatinine-cystatin C or CKD-EPI 2012 cystatin C equation.`)}},
+		{"height with CKD-EPI", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"height_cm":180}`, 422, []fieldError{
+			fe("height_cm", "formula_mismatch", `Height is used only by "CKiD U25" and "Bedside Schwartz"; omit it with CKD-EPI.`)}},
+		{"U25 creatinine without height", `{"sex":"male","serum_creatinine_umol_l":60,"age":10,"formula":"CKiD U25","serum_cystatin_c_mg_l":1}`, 422, []fieldError{
+			fe("height_cm", "missing", "Field required: CKiD U25 with serum creatinine needs the height in cm.")}},
+		{"U25 cystatin alone with height", `{"sex":"male","age":10,"formula":"CKiD U25","serum_cystatin_c_mg_l":1,"height_cm":140}`, 422, []fieldError{
+			fe("height_cm", "formula_mismatch", "Height is used only with serum creatinine; omit it when sending cystatin C alone.")}},
+		{"U25 neither marker", `{"sex":"male","age":10,"formula":"CKiD U25"}`, 422, []fieldError{
+			fe("serum_creatinine_umol_l", "missing", marker), fe("serum_cystatin_c_mg_l", "missing", marker)}},
+		{"U25 age as string", `{"sex":"male","age":"10","formula":"CKiD U25","serum_cystatin_c_mg_l":1}`, 400, []fieldError{
+			fe("age", "float_type", "Input should be a number of years (decimals allowed, such as 7.5).")}},
+		{"U25 under 1", `{"sex":"male","age":0.99,"formula":"CKiD U25","serum_cystatin_c_mg_l":1}`, 422, []fieldError{
+			fe("age", "greater_than_equal", "Input should be at least 1 year: CKiD U25 is defined for ages 1 to 25 (Pierce et al., Kidney Int 2021), and no equation here is validated under 1.")}},
+		{"U25 creatinine in mg/dL", `{"sex":"male","age":10,"formula":"CKiD U25","serum_creatinine_umol_l":0.6,"height_cm":140}`, 422, []fieldError{
+			fe("serum_creatinine_umol_l", "greater_than_equal", "Input should be at least 8.84 µmol/L, the CKiD authors' input range (0.1 to 10 mg/dL); 0.6 looks like a value in mg/dL (mg/dL × 88.4 = µmol/L).")}},
+		{"U25 height too tall", `{"sex":"male","age":20,"formula":"CKiD U25","serum_creatinine_umol_l":80,"height_cm":200.5}`, 422, []fieldError{
+			fe("height_cm", "less_than_equal", "Input should be at most 200 cm: the CKiD authors give 60 to 200 cm as the equations' height range.")}},
+		{"U25 height too short", `{"sex":"male","age":1,"formula":"CKiD U25","serum_creatinine_umol_l":30,"height_cm":59}`, 422, []fieldError{
+			fe("height_cm", "greater_than_equal", "Input should be at least 60 cm: the CKiD authors give 60 to 200 cm as the equations' height range.")}},
+		{"Schwartz without creatinine or height", `{"sex":"female","age":8,"formula":"Bedside Schwartz"}`, 422, []fieldError{
+			fe("serum_creatinine_umol_l", "missing", "Field required: bedside Schwartz is a creatinine equation (with height_cm)."),
+			fe("height_cm", "missing", "Field required: Bedside Schwartz with serum creatinine needs the height in cm.")}},
+		{"Schwartz with cystatin", `{"sex":"female","age":8,"formula":"Bedside Schwartz","serum_creatinine_umol_l":40,"height_cm":120,"serum_cystatin_c_mg_l":1}`, 422, []fieldError{
+			fe("serum_cystatin_c_mg_l", "formula_mismatch", `Cystatin C is not used by bedside Schwartz; omit it, or send "formula": "CKiD U25", which has cystatin C forms.`)}},
+		{"Schwartz at 18", `{"sex":"female","age":18,"formula":"Bedside Schwartz","serum_creatinine_umol_l":60,"height_cm":160}`, 422, []fieldError{
+			fe("age", "less_than", `Input should be under 18 years: bedside Schwartz is for children aged 1 to 17; from 18 send a CKD-EPI formula (or "CKiD U25" up to 25).`)}},
+		{"Schwartz under 1", `{"sex":"female","age":0.5,"formula":"Bedside Schwartz","serum_creatinine_umol_l":30,"height_cm":65}`, 422, []fieldError{
+			fe("age", "greater_than_equal", "Input should be at least 1 year: bedside Schwartz is for children aged 1 to 17, and no equation here is validated under 1.")}},
+		{"patient_id without a FHIR answer", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"patient_id":"abc"}`, 422, []fieldError{
+			fe("patient_id", "representation_mismatch", "patient_id is used only in the FHIR Observation; send Accept: application/fhir+json, or omit it.")}},
+		{"patient_id as number", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"patient_id":9000000009}`, 400, []fieldError{
+			fe("patient_id", "string_type", "Input should be a string: the id of a Patient on this server.")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -515,7 +640,7 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	var up atomic.Bool
-	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), up.Load, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), up.Load, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 	check := func(path string, wantStatus int, want health) {
 		t.Helper()
 		res := do(t, h, httptest.NewRequest("GET", path, nil))
@@ -592,6 +717,10 @@ func FuzzEGFRRequest(f *testing.F) {
 		`{"sex": "female", "serum_creatinine_umol_l": 61.88, "age": 18, "formula": "CKD-EPI 2009"}`,
 		`{"sex": "male", "serum_creatinine_umol_l": 3000, "age": 120, "serum_cystatin_c_mg_l": 10}`,
 		`{"sex": "female", "serum_creatinine_umol_l": 20, "age": 18, "serum_cystatin_c_mg_l": 0.2}`,
+		`{"sex": "female", "age": 45, "serum_cystatin_c_mg_l": 1.1}`,
+		`{"sex": "male", "age": 11, "formula": "CKiD U25", "serum_creatinine_umol_l": 79.56, "height_cm": 120, "serum_cystatin_c_mg_l": 1.3}`,
+		`{"sex": "female", "age": 1.5, "formula": "CKiD U25", "serum_cystatin_c_mg_l": 0.9}`,
+		`{"sex": "female", "age": 7.5, "formula": "Bedside Schwartz", "serum_creatinine_umol_l": 53.04, "height_cm": 101}`,
 		`{"sex":1,"sex":2,"Age":[],"serum_creatinine_umol_l":1e999}`, `[]`, `{`, ``, `{"a":{"b":[1,2,{"c":null}]}}`,
 	} {
 		f.Add(s)
@@ -619,8 +748,169 @@ func FuzzEGFRRequest(f *testing.F) {
 		if math.Abs(got.EGFR-float64(whole)) > 0.55 && whole <= 90 {
 			t.Errorf("egfr %v but reported %q", got.EGFR, got.Reported)
 		}
-		if r := categories[got.Category]; whole < r[0] || whole > r[1] {
+		if got.Category == "" && !strings.HasPrefix(got.Formula, formulaU25) && got.Formula != formulaSchwartz {
+			t.Errorf("no category from %s", got.Formula)
+		}
+		if r, ok := categories[string(got.Category)]; got.Category != "" && (!ok || whole < r[0] || whole > r[1]) {
 			t.Errorf("category %s for reported %q", got.Category, got.Reported)
+		}
+	})
+}
+
+// postCrCl is a POST /crcl request with a JSON body.
+func postCrCl(body string) *http.Request {
+	req := postEGFR(body)
+	req.URL.Path = "/crcl"
+	return req
+}
+
+// crclBody is a POST /crcl body.
+func crclBody(s string, scr float64, age int, weight float64) string {
+	return fmt.Sprintf(`{"sex":%q,"serum_creatinine_umol_l":%s,"age":%d,"weight_kg":%s}`, s,
+		strconv.FormatFloat(scr, 'f', -1, 64), age, strconv.FormatFloat(weight, 'f', -1, 64))
+}
+
+// TestCrClMatchesPublishedValues sends the published Cockcroft-Gault values through POST /crcl: the
+// one-decimal value within 0.05 of the published value (plus its precision), a whole number rounded
+// to it, and the MHRA advice and the weight used in every answer.
+func TestCrClMatchesPublishedValues(t *testing.T) {
+	h := newTestServer(t)
+	for _, ref := range publishedCrCl {
+		res := do(t, h, postCrCl(crclBody(ref.sex, ref.scrUmolL, ref.age, ref.weightKg)))
+		got := decodeBody[crclResult](t, res)
+		want := crclResult{CrCl: got.CrCl, Formula: formulaCG, WeightUsed: "actual", Advice: mhraCrClAdvice}
+		if diff := cmp.Diff(want, got); diff != "" || res.StatusCode != 200 {
+			t.Errorf("%s: status %d (-want +got):\n%s", ref.source, res.StatusCode, diff)
+		}
+		ok := math.Abs(got.CrCl-ref.want) <= 0.05+ref.tol+1e-9
+		if ref.tol == 0.5 {
+			ok = math.Round(got.CrCl) == ref.want
+		}
+		if !ok {
+			t.Errorf("%s: crcl %.1f, published %g", ref.source, got.CrCl, ref.want)
+		}
+	}
+}
+
+// TestCrClInputRanges sends the validity edges: adult ages (17/18, 120/121), the creatinine window
+// and the weight bounds, for both sexes.
+func TestCrClInputRanges(t *testing.T) {
+	h := newTestServer(t)
+	check := func(body string, want int) {
+		t.Helper()
+		if res := do(t, h, postCrCl(body)); res.StatusCode != want {
+			t.Errorf("%s: status %d, want %d", body, res.StatusCode, want)
+		}
+	}
+	for _, s := range []string{"male", "female"} {
+		for _, age := range []int{18, 40, 75, 100, 120} {
+			check(crclBody(s, 100, age, 70), 200)
+		}
+		for _, age := range []int{0, 17, 121} {
+			check(crclBody(s, 100, age, 70), 422)
+		}
+		for _, scr := range []float64{20, 88.4, 3000} {
+			check(crclBody(s, scr, 50, 70), 200)
+		}
+		for _, scr := range []float64{1.2, 19.99, 3000.01} {
+			check(crclBody(s, scr, 50, 70), 422)
+		}
+		for _, w := range []float64{20, 45.5, 150, 400} {
+			check(crclBody(s, 100, 50, w), 200)
+		}
+		for _, w := range []float64{-70, 0, 19.99, 400.01, 70000} {
+			check(crclBody(s, 100, 50, w), 422)
+		}
+	}
+}
+
+// TestCrClValidation checks the problem bodies of POST /crcl, which follows POST /egfr's rules.
+func TestCrClValidation(t *testing.T) {
+	h := newTestServer(t)
+	fe := func(field, typ, msg string) fieldError { return fieldError{Loc: loc(field), Msg: msg, Type: typ} }
+	unknown := "Unknown field (field names are case-sensitive): expected one of sex, serum_creatinine_umol_l, age, weight_kg, patient_id."
+	tests := []struct {
+		name, body string
+		wantStatus int
+		wantErrs   []fieldError
+	}{
+		{"empty object", `{}`, 422, []fieldError{fe("sex", "missing", "Field required."), fe("serum_creatinine_umol_l", "missing", "Field required."),
+			fe("age", "missing", "Field required."), fe("weight_kg", "missing", "Field required.")}},
+		{"every value wrong", `{"weight_kg":1e6,"age":16,"serum_creatinine_umol_l":1.1,"sex":"F"}`, 422, []fieldError{
+			fe("sex", "literal_error", `Input should be "male" or "female" (lower case).`),
+			fe("serum_creatinine_umol_l", "greater_than_equal", "Input should be at least 20 µmol/L; 1.1 looks like a value in mg/dL (mg/dL × 88.4 = µmol/L)."),
+			fe("age", "greater_than_equal", "Input should be at least 18 years: Cockcroft-Gault is for adults."),
+			fe("weight_kg", "less_than_equal", "Input should be at most 400 kg; a larger value is most likely in grams."),
+		}},
+		{"weight too low", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"weight_kg":12}`, 422, []fieldError{
+			fe("weight_kg", "greater_than_equal", "Input should be at least 20 kg (an adult's actual body weight).")}},
+		{"types and keys", `{"sex":"male","serum_creatinine_umol_l":88,"age":50.5,"weight_kg":"70","weight_kg":70,"weight":70}`, 400, []fieldError{
+			fe("age", "int_from_float", "Input should be a whole number of years, without a fractional part."),
+			fe("weight_kg", "float_type", "Input should be a number (kg)."),
+			fe("weight", "extra_forbidden", unknown),
+			fe("weight_kg", "duplicate_key", "This key appears more than once; send it once."),
+		}},
+		{"patient_id without a FHIR answer", `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"weight_kg":70,"patient_id":"p1"}`, 422, []fieldError{
+			fe("patient_id", "representation_mismatch", "patient_id is used only in the FHIR Observation; send Accept: application/fhir+json, or omit it.")}},
+		{"not an object", `[]`, 400, []fieldError{{Loc: []string{"body"}, Msg: "The request body should be a JSON object.", Type: "model_type"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := do(t, h, postCrCl(tt.body))
+			want := problem{Type: "about:blank", Title: http.StatusText(tt.wantStatus), Status: tt.wantStatus,
+				Detail: problemDetail(tt.wantErrs), Errors: tt.wantErrs, RequestID: testRequestID}
+			if diff := cmp.Diff(want, decodeBody[problem](t, res), cmpopts.IgnoreUnexported(fieldError{})); diff != "" || res.StatusCode != tt.wantStatus {
+				t.Errorf("status %d, problem body (-want +got):\n%s", res.StatusCode, diff)
+			}
+		})
+	}
+	for _, ct := range []string{"", "text/plain", "application/fhir+json"} {
+		req := postCrCl(crclBody("male", 88, 50, 70))
+		req.Header.Set("Content-Type", ct)
+		if res := do(t, h, req); res.StatusCode != http.StatusUnsupportedMediaType {
+			t.Errorf("Content-Type %q: status %d, want 415", ct, res.StatusCode)
+		}
+	}
+	if res := do(t, h, postCrCl(crclBody("male", 88, 50, 70)+strings.Repeat(" ", 65536))); res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("over 64 KiB: status %d, want 413", res.StatusCode)
+	}
+}
+
+// FuzzCrClRequest: whatever the body and Accept, POST /crcl never answers a 5xx or panics, and every
+// 200 is a finite, positive clearance with the advice.
+func FuzzCrClRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"sex":"female","age":80,"weight_kg":60,"serum_creatinine_umol_l":110}`,
+		`{"sex":"male","age":18,"weight_kg":400,"serum_creatinine_umol_l":20}`,
+		`{"sex":"male","age":120,"weight_kg":20,"serum_creatinine_umol_l":3000,"patient_id":"x"}`,
+		`{"weight_kg":[],"age":{},"sex":null}`, `[`, ``,
+	} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	h := newTestServer(f)
+	f.Fuzz(func(t *testing.T, body string, fhir bool) {
+		req := postCrCl(body)
+		if fhir {
+			req = fhirRequest(req)
+		}
+		res := do(t, h, req)
+		switch res.StatusCode {
+		case 200:
+		case 400, 401, 413, 422:
+			return
+		default:
+			t.Fatalf("status %d for %q", res.StatusCode, body)
+		}
+		if fhir {
+			if _, problems := r4Problems(t, readAll(t, res.Body)); len(problems) > 0 {
+				t.Fatalf("%q: %v", body, problems)
+			}
+			return
+		}
+		got := decodeBody[crclResult](t, res)
+		if !(got.CrCl > 0) || math.IsInf(got.CrCl, 0) || got.Advice != mhraCrClAdvice {
+			t.Fatalf("%q: %+v", body, got)
 		}
 	})
 }

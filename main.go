@@ -84,7 +84,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 }
 
 // servedSpec is the embedded openapi.json with the deployment's OpenID Connect discovery URL filled
-// in (or that scheme removed when auth is not configured), and /egfr's security made mandatory
+// in (or that scheme removed when auth is not configured), and the calculators' security made mandatory
 // under EGFR_AUTH=required, so Swagger UI's Authorize matches what the server enforces.
 func servedSpec(spec []byte, auth authConfig) ([]byte, error) {
 	var doc map[string]any
@@ -104,10 +104,13 @@ func servedSpec(spec []byte, auth authConfig) ([]byte, error) {
 	} else {
 		delete(schemes, "openIdConnect")
 	}
-	if auth.EGFRRequired {
-		op, ok := doc["paths"].(map[string]any)["/egfr"].(map[string]any)["post"].(map[string]any)
+	for _, p := range []string{"/egfr", "/crcl"} {
+		if !auth.EGFRRequired {
+			break
+		}
+		op, ok := doc["paths"].(map[string]any)[p].(map[string]any)["post"].(map[string]any)
 		if !ok {
-			return nil, errors.New("no POST /egfr")
+			return nil, errors.New("no POST " + p)
 		}
 		op["security"] = []any{map[string]any{"bearerAuth": []any{}}}
 	}
@@ -174,7 +177,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	v := startVerifier(ctx, cfg.auth, log)
 	ready := func() bool { return up.Load() && store.Ready() && (v == nil || v.ready()) }
-	h.set(newServer(log, cfg, ready, spec, docs, store, v))
+	h.set(newServer(log, cfg, ready, spec, docs, store, v, time.Now))
 	up.Store(true)
 	return <-served
 }

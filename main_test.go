@@ -183,7 +183,7 @@ func TestPatientsSurviveRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t)), s
+		return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t), time.Now), s
 	}
 	h, s := open()
 	bodies := map[string][]byte{}
@@ -401,8 +401,10 @@ func TestServedSpec(t *testing.T) {
 		Paths map[string]map[string]struct{ Security []map[string][]string }
 	}
 	json.Unmarshal(req, &doc)
-	if diff := cmp.Diff([]map[string][]string{{"bearerAuth": {}}}, doc.Paths["/egfr"]["post"].Security); diff != "" {
-		t.Errorf("EGFR_AUTH=required: /egfr security (-want +got):\n%s", diff)
+	for _, p := range []string{"/egfr", "/crcl"} {
+		if diff := cmp.Diff([]map[string][]string{{"bearerAuth": {}}}, doc.Paths[p]["post"].Security); diff != "" {
+			t.Errorf("EGFR_AUTH=required: %s security (-want +got):\n%s", p, diff)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -167,47 +168,55 @@ const (
 	writePatients
 )
 
-// requireToken lets a request through only with a valid bearer token carrying the access needed.
-// With auth not configured it refuses everything: protected routes never run open by accident.
-// Failures are 401 (no or bad token, with WWW-Authenticate per RFC 6750) or 403 (valid token,
-// missing scope), as an OperationOutcome on FHIR routes carrying the NHS API error code.
+// requireToken lets a request through only with a valid bearer token carrying the access needed
+// (authorize).
 func requireToken(v *verifier, need access, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var aerr *authError
-		var claims tokenClaims
-		if v == nil {
-			aerr = &authError{Code: authCodeInvalid, Description: "Authentication is not configured on this server: " +
-				"its operator must set OIDC_ISSUER and OIDC_AUDIENCE before these routes can be used."}
-		} else {
-			claims, aerr = v.verify(r.Context(), r.Header.Get("Authorization"))
+		if authorize(w, r, v, need) {
+			next.ServeHTTP(w, r)
 		}
-		if aerr == nil {
-			if ri, ok := r.Context().Value(requestInfoKey).(*statusWriter); ok {
-				ri.subHash, ri.canReadPatients = subjectHash(claims.Subject), hasScope(claims, false)
-			}
-			if need == anyToken || hasScope(claims, need == writePatients) {
-				next.ServeHTTP(w, r)
-				return
-			}
-			scopes := "user/Patient.read or system/Patient.read (or Patient.*)"
-			if need == writePatients {
-				scopes = "user/Patient.write or system/Patient.write (or Patient.*)"
-			}
-			aerr = &authError{Code: authCodeDenied, Description: "The token is valid but lacks the scope this interaction needs: " + scopes + "."}
-		}
-		w.Header().Set("WWW-Authenticate", aerr.challenge())
-		status := http.StatusUnauthorized
-		if aerr.Code == authCodeDenied {
-			status = http.StatusForbidden
-		}
-		if !isFHIRPath(r.URL.Path) {
-			writeError(w, r, status, aerr.Description, "header", "Authorization")
-			return
-		}
-		code := map[string]string{authCodeMissing: "login", authCodeInvalid: "unknown", authCodeExpired: "expired", authCodeDenied: "forbidden"}[aerr.Code]
-		writeOutcome(w, status, fhirIssue{Severity: "error", Code: code, Diagnostics: aerr.Description,
-			Details: &fhirCodeableConcept{Coding: []fhirCoding{{System: nhsdErrorSystem, Code: aerr.Code}}}})
 	})
+}
+
+// authorize reports whether the request carries a valid bearer token with the access needed, and
+// answers it itself when not. With auth not configured it refuses everything: protected routes never
+// run open by accident. Failures are 401 (no or bad token, with WWW-Authenticate per RFC 6750) or 403
+// (valid token, missing scope), as an OperationOutcome on FHIR routes carrying the NHS API error code.
+func authorize(w http.ResponseWriter, r *http.Request, v *verifier, need access) bool {
+	var aerr *authError
+	var claims tokenClaims
+	if v == nil {
+		aerr = &authError{Code: authCodeInvalid, Description: "Authentication is not configured on this server: " +
+			"its operator must set OIDC_ISSUER and OIDC_AUDIENCE before these routes can be used."}
+	} else {
+		claims, aerr = v.verify(r.Context(), r.Header.Get("Authorization"))
+	}
+	if aerr == nil {
+		if ri, ok := r.Context().Value(requestInfoKey).(*statusWriter); ok {
+			ri.subHash, ri.canReadPatients = subjectHash(claims.Subject), hasScope(claims, false)
+		}
+		if need == anyToken || hasScope(claims, need == writePatients) {
+			return true
+		}
+		scopes := "user/Patient.read or system/Patient.read (or Patient.*)"
+		if need == writePatients {
+			scopes = "user/Patient.write or system/Patient.write (or Patient.*)"
+		}
+		aerr = &authError{Code: authCodeDenied, Description: "The token is valid but lacks the scope this interaction needs: " + scopes + "."}
+	}
+	w.Header().Set("WWW-Authenticate", aerr.challenge())
+	status := http.StatusUnauthorized
+	if aerr.Code == authCodeDenied {
+		status = http.StatusForbidden
+	}
+	if !isFHIRPath(r.URL.Path) {
+		writeError(w, r, status, aerr.Description, "header", "Authorization")
+		return false
+	}
+	code := map[string]string{authCodeMissing: "login", authCodeInvalid: "unknown", authCodeExpired: "expired", authCodeDenied: "forbidden"}[aerr.Code]
+	writeOutcome(w, status, fhirIssue{Severity: "error", Code: code, Diagnostics: aerr.Description,
+		Details: &fhirCodeableConcept{Coding: []fhirCoding{{System: nhsdErrorSystem, Code: aerr.Code}}}})
+	return false
 }
 
 // withFHIRFormat answers 406 when neither Accept nor _format allows FHIR JSON, before the handler runs.
@@ -233,22 +242,44 @@ func acceptsFHIRJSON(accept []string) bool {
 	if len(accept) == 0 {
 		return true
 	}
+	return acceptQ(accept, func(mt string) bool {
+		switch mt {
+		case "application/fhir+json", "application/json", "application/json+fhir", "application/*", "*/*":
+			return true
+		}
+		return false
+	}) > 0
+}
+
+// wantsFHIR reports whether Accept headers ask the calculators for a FHIR Observation: they name
+// application/fhir+json with q > 0, and application/json with no higher q. Wildcards mean the default,
+// plain JSON. Headers that do not mention fhir are answered without parsing (the hot path).
+func wantsFHIR(accept []string) bool {
+	if !slices.ContainsFunc(accept, func(h string) bool { return strings.Contains(h, "fhir") }) {
+		return false
+	}
+	fhir := acceptQ(accept, func(mt string) bool { return mt == "application/fhir+json" })
+	return fhir > 0 && fhir >= acceptQ(accept, func(mt string) bool { return mt == "application/json" })
+}
+
+// acceptQ returns the highest q (default 1) with which Accept headers list a media range for which
+// match is true, or -1 when none does; a malformed range or q is skipped.
+func acceptQ(accept []string, match func(mediaRange string) bool) float64 {
+	best := -1.0
 	for _, h := range accept {
 		for rng := range strings.SplitSeq(h, ",") {
 			mt, params, err := mime.ParseMediaType(strings.TrimSpace(rng))
-			if err != nil {
+			if err != nil || !match(mt) {
 				continue
 			}
-			if q := params["q"]; q != "" {
-				if f, err := strconv.ParseFloat(q, 64); err != nil || f <= 0 {
+			q := 1.0
+			if s, ok := params["q"]; ok {
+				if q, err = strconv.ParseFloat(s, 64); err != nil {
 					continue
 				}
 			}
-			switch mt {
-			case "application/fhir+json", "application/json", "application/json+fhir", "application/*", "*/*":
-				return true
-			}
+			best = max(best, q)
 		}
 	}
-	return false
+	return best
 }

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -104,7 +105,7 @@ func TestPanicRecovery(t *testing.T) {
 // TestRequestLog checks the one log line per request and that it carries no body or query data.
 func TestRequestLog(t *testing.T) {
 	var logs bytes.Buffer
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 	req := postEGFR(`{"sex":"female","serum_creatinine_umol_l":77.7,"age":63}`)
 	req.Header.Set("X-Correlation-ID", "corr-9")
 	req.URL.RawQuery = "nhs=9434765919"
@@ -132,7 +133,7 @@ func TestRequestLog(t *testing.T) {
 
 func TestRequestLogHashesSubject(t *testing.T) {
 	var logs bytes.Buffer
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 	tok := localTestIssuer(t).token(t, allScopes)
 	req := fhirReq("GET", "/Patient/unknown-1", "", "Authorization", "Bearer "+tok)
 	h.ServeHTTP(httptest.NewRecorder(), req)
@@ -148,16 +149,23 @@ func TestRequestLogHashesSubject(t *testing.T) {
 func TestEGFRAuthRequired(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.auth.EGFRRequired = true
-	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
-	const body = `{"sex":"male","serum_creatinine_umol_l":88,"age":50}`
-	res := doRaw(t, h, postEGFR(body))
-	p := decodeBody[problem](t, res)
-	if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") != "Bearer" || p.Status != 401 || res.Header.Get("Content-Type") != "application/problem+json" {
-		t.Errorf("no token: %d %q %+v, want a 401 problem", res.StatusCode, res.Header.Get("WWW-Authenticate"), p)
-	}
-	req := postEGFR(body)
-	req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, "")) // any valid token, no scope needed
-	if res := doRaw(t, h, req); res.StatusCode != 200 {
-		t.Errorf("valid token without scopes: %d, want 200", res.StatusCode)
+	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
+	for path, body := range map[string]string{
+		"/egfr": `{"sex":"male","serum_creatinine_umol_l":88,"age":50}`,
+		"/crcl": `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"weight_kg":70}`,
+	} {
+		req := postEGFR(body)
+		req.URL.Path = path
+		res := doRaw(t, h, req)
+		p := decodeBody[problem](t, res)
+		if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") != "Bearer" || p.Status != 401 || res.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s no token: %d %q %+v, want a 401 problem", path, res.StatusCode, res.Header.Get("WWW-Authenticate"), p)
+		}
+		req = postEGFR(body)
+		req.URL.Path = path
+		req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, "")) // any valid token, no scope needed
+		if res := doRaw(t, h, req); res.StatusCode != 200 {
+			t.Errorf("%s valid token without scopes: %d, want 200", path, res.StatusCode)
+		}
 	}
 }

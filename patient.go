@@ -930,7 +930,7 @@ func (p *patientResource) withMeta(id string, versionID string, lastUpdated time
 	b = appendJSONString(b, versionID)
 	b = append(b, `,"lastUpdated":`...)
 	b = append(b, '"')
-	b = lastUpdated.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00") // digits and punctuation only
+	b = lastUpdated.UTC().AppendFormat(b, fhirInstant) // digits and punctuation only
 	b = append(b, '"')
 	b = append(b, '}')
 	for i, k := range p.root.keys {

@@ -18,7 +18,8 @@
 //               so the test itself never sends traffic off the machine), and zero attempts at one
 //               that the page's CSP blocked before sending (from securitypolicyviolation blockedURI)
 //   csp         zero CSP violations (securitypolicyviolation events + CSP console messages)
-//   tryitout    first POST operation (if any): Try it out + Execute shows a response code
+//   tryitout    POST /egfr and POST /crcl: Try it out + Execute with the default example shows 200;
+//               POST /crcl again with the response media type application/fhir+json: 200, an Observation
 //   authorize   only when env TOKEN is set (else prints SKIP): Authorize dialog -> bearerAuth value =
 //               TOKEN -> Authorize -> Close; then POST /Patient: Try it out, a small Patient body,
 //               Execute; passes if the page shows 201 and the request Swagger UI sent carried
@@ -184,28 +185,43 @@ try {
   const loadReqCount = requests.length;
   console.log(`bytes: page load transferred ${loadBytes} response body bytes (+${loadHeaderBytes} header bytes) in ${loadResponses} responses / ${loadReqCount} requests`);
 
-  // Try it out + Execute on the first POST operation, if any.
+  // Try it out + Execute on each calculator with its default example: a 200 as JSON, and for POST
+  // /crcl also with the response media type switched to application/fhir+json (Swagger UI then sends
+  // that Accept), which must answer 200 with an Observation.
   phase = 'tryitout';
-  const post = page.locator('#swagger-ui .opblock.opblock-post').first();
-  if (await post.count() === 0) {
-    console.log('SKIP tryitout: no POST operation rendered');
-  } else {
-    const label = (await post.locator('.opblock-summary-method').textContent()) + ' ' +
-      (await post.locator('.opblock-summary [data-path]').first().getAttribute('data-path').catch(() => '?'));
+  for (const [path, media] of [['/egfr', ''], ['/crcl', ''], ['/crcl', 'application/fhir+json']]) {
+    const label = `POST ${path}${media ? ' as ' + media : ''}`;
+    const op = page.locator('#swagger-ui .opblock.opblock-post').filter({ has: page.locator(`.opblock-summary [data-path="${path}"]`) }).first();
     try {
-      await post.locator('.opblock-summary-control, .opblock-summary').first().click();
-      const tryBtn = post.locator('button.try-out__btn');
-      await tryBtn.waitFor({ state: 'visible', timeout: 10000 });
-      await tryBtn.click();
-      const exec = post.locator('button.execute');
+      if (await op.count() === 0) throw new Error('operation not rendered');
+      if (!(await op.locator('button.execute').count())) {
+        if (!(await op.locator('.opblock-body').count())) await op.locator('.opblock-summary-control, .opblock-summary').first().click();
+        const tryBtn = op.locator('button.try-out__btn');
+        await tryBtn.waitFor({ state: 'visible', timeout: 10000 });
+        await tryBtn.click();
+      }
+      if (media) {
+        const select = op.locator('.responses-wrapper select').first();
+        await select.waitFor({ state: 'visible', timeout: 10000 });
+        await select.selectOption(media);
+      }
+      const sentAccept = page.waitForRequest((req) => req.method() === 'POST' && new URL(req.url()).pathname === path, { timeout: 15000 });
+      const exec = op.locator('button.execute');
       await exec.waitFor({ state: 'visible', timeout: 10000 });
       await exec.click();
-      const status = post.locator('.live-responses-table .response .response-col_status').first();
-      await status.waitFor({ state: 'visible', timeout: 15000 });
+      const accept = (await (await sentAccept).allHeaders())['accept'] || '';
+      const row = op.locator('.live-responses-table .response').first();
+      const status = row.locator('.response-col_status').first();
+      await page.waitForFunction((el) => /\d{3}/.test(el.innerText), await status.elementHandle(), { timeout: 15000 });
       const code = (await status.innerText()).trim().match(/\d{3}/)?.[0];
-      const url = (await post.locator('.request-url pre').first().innerText().catch(() => '')).trim();
-      if (code) pass('tryitout', `${label}: Execute showed response code ${code}${url ? ' from ' + url : ''}`);
-      else fail('tryitout', `${label}: Execute showed no response code (got ${JSON.stringify(short(await status.innerText()))})`);
+      const body = (await row.locator('.response-col_description pre').first().innerText().catch(() => '')).trim();
+      const problems = [];
+      if (code !== '200') problems.push(`Execute showed ${code ? 'response code ' + code : 'no response code'} (want 200)`);
+      if (media && !accept.includes(media)) problems.push(`the request's Accept was ${JSON.stringify(accept)}`);
+      if (media && !body.includes('"resourceType": "Observation"')) problems.push('the response body is not an Observation');
+      if (!media && body.includes('"resourceType"')) problems.push('the default answer is not plain JSON');
+      if (problems.length) fail('tryitout', `${label}: ${problems.join('; ')}`);
+      else pass('tryitout', `${label}: Execute showed response code 200 (Accept: ${accept})`);
     } catch (e) {
       fail('tryitout', `${label}: ${short(e.message.split('\n')[0])}`);
     }

@@ -6,13 +6,13 @@
 #
 #   git worktree add /tmp/old HEAD~1 && (cd /tmp/old && go build -o /tmp/old.bin .)
 #   go build -o /tmp/new.bin .
-#   bash bench/compare.sh old=/tmp/old.bin new=/tmp/new.bin   # ROUNDS=3 DUR=10 WARM=2 CONNS=64
+#   bash bench/compare.sh old=/tmp/old.bin new=/tmp/new.bin   # ROUNDS=3 DUR=10 WARM=2 CONNS=64 BENCH_PORT=18500
 #
 # Each build runs with request logging on (to a file) and an empty DATA_DIR. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED_BENCH:-$(cd ../shared/bench && pwd)}
-ROUNDS=${ROUNDS:-3} DUR=${DUR:-10} WARM=${WARM:-2} CONNS=${CONNS:-64}
+ROUNDS=${ROUNDS:-3} DUR=${DUR:-10} WARM=${WARM:-2} CONNS=${CONNS:-64} PORT=${BENCH_PORT:-18500}
 OUT=${BENCH_OUT:-/tmp/bench-results}/compare-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 2; }
@@ -26,7 +26,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   for ((i = 0; i < n; i++)); do
     k=$(( (i + r) % n ))
     echo "-- round $((r + 1))/$ROUNDS: ${labels[$k]}" >&2
-    "$SHARED/serve_bench.sh" -p 18500 -l "${labels[$k]}" -c "$CONNS" -d "$DUR" -w "$WARM" \
+    "$SHARED/serve_bench.sh" -p "$PORT" -l "${labels[$k]}" -c "$CONNS" -d "$DUR" -w "$WARM" \
       -- bash -c "exec ${cmds[$k]}" 2>>"$OUT/bench.log" | tail -n1 >>"$OUT/raw.jsonl"
     sleep 2
   done
