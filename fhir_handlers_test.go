@@ -927,7 +927,7 @@ func (s *racingStore) Update(ctx context.Context, id string, ifMatch int, method
 // gives up with a 409 and stores nothing of its own.
 func TestPatientPatchLosesNoUpdate(t *testing.T) {
 	store := &racingStore{patientStore: testStore(t)}
-	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t))
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t), time.Now)
 	id := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
 	given := func() []any {
 		return decodeAnyBody(t, do(t, h, fhirReq("GET", "/Patient/"+id, "")))["name"].([]any)[0].(map[string]any)["given"].([]any)
