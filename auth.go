@@ -165,7 +165,6 @@ func parseAlgorithms(s string) ([]string, error) {
 		return []string{"RS256"}, nil
 	}
 	var out []string
-	seen := map[string]bool{}
 	for item := range strings.SplitSeq(s, ",") {
 		alg := strings.TrimSpace(item)
 		if alg == "" {
@@ -174,8 +173,7 @@ func parseAlgorithms(s string) ([]string, error) {
 		if !slices.Contains(supportedJWTAlgs(), alg) {
 			return nil, fmt.Errorf("unsupported algorithm %q (allowed: %s)", alg, strings.Join(supportedJWTAlgs(), ", "))
 		}
-		if !seen[alg] {
-			seen[alg] = true
+		if !slices.Contains(out, alg) {
 			out = append(out, alg)
 		}
 	}
@@ -553,11 +551,11 @@ func parseJWK(j *jsonNode) (string, *verifyKey, error) {
 // parseRSAJWK builds an RSA public key from base64url n and e, refusing
 // moduli under minRSABits and exponents RSA verification would mishandle.
 func parseRSAJWK(n64, e64 string) (*rsa.PublicKey, error) {
-	nb, err := base64.RawURLEncoding.Strict().DecodeString(n64)
+	nb, err := decodeSegment(n64)
 	if err != nil || len(nb) == 0 {
 		return nil, errors.New("bad RSA n")
 	}
-	eb, err := base64.RawURLEncoding.Strict().DecodeString(e64)
+	eb, err := decodeSegment(e64)
 	if err != nil || len(eb) == 0 || len(eb) > 4 {
 		return nil, errors.New("bad RSA e")
 	}
@@ -578,11 +576,11 @@ func parseRSAJWK(n64, e64 string) (*rsa.PublicKey, error) {
 // parseP256JWK rejects points not on the curve: invalid-curve attacks feed
 // such points to leak key material or forge signatures.
 func parseP256JWK(x64, y64 string) (*ecdsa.PublicKey, error) {
-	x, err := base64.RawURLEncoding.Strict().DecodeString(x64)
+	x, err := decodeSegment(x64)
 	if err != nil || len(x) != 32 {
 		return nil, errors.New("bad EC x")
 	}
-	y, err := base64.RawURLEncoding.Strict().DecodeString(y64)
+	y, err := decodeSegment(y64)
 	if err != nil || len(y) != 32 {
 		return nil, errors.New("bad EC y")
 	}
@@ -655,13 +653,10 @@ func (v *verifier) verify(ctx context.Context, authorizationHeader string) (toke
 // verifyUncached checks a token's structure, signature and claims.
 func (v *verifier) verifyUncached(ctx context.Context, token string) (tokenClaims, *authError) {
 	hdrB64, payloadB64, sigB64, ok := splitJWS(token)
-	if !ok {
-		return tokenClaims{}, invalidTokenError("The access token is not a well-formed signed JWT.")
-	}
 	hdrJSON, err1 := decodeSegment(hdrB64)
 	payload, err2 := decodeSegment(payloadB64)
 	sig, err3 := decodeSegment(sigB64)
-	if err1 != nil || err2 != nil || err3 != nil {
+	if !ok || err1 != nil || err2 != nil || err3 != nil {
 		return tokenClaims{}, invalidTokenError("The access token is not a well-formed signed JWT.")
 	}
 
@@ -687,14 +682,11 @@ func (v *verifier) verifyUncached(ctx context.Context, token string) (tokenClaim
 // section 2.1). A missing header, another scheme, or an empty token all
 // mean "no bearer credentials" (RFC 6750 section 3.1), hence MISSING.
 func bearerToken(h string) (string, *authError) {
-	if h == "" {
-		return "", &authError{Code: authCodeMissing, Description: "An access token is required."}
-	}
 	scheme, token, _ := strings.Cut(h, " ")
-	if !strings.EqualFold(scheme, "Bearer") {
+	switch {
+	case h != "" && !strings.EqualFold(scheme, "Bearer"):
 		return "", &authError{Code: authCodeMissing, Description: "The Authorization header must use the Bearer scheme."}
-	}
-	if token == "" {
+	case token == "":
 		return "", &authError{Code: authCodeMissing, Description: "An access token is required."}
 	}
 	return token, nil
@@ -706,13 +698,10 @@ func bearerToken(h string) (string, *authError) {
 // encodings of one token.
 func splitJWS(token string) (h, p, s string, ok bool) {
 	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
+	if len(parts) != 3 || slices.Contains(parts, "") {
 		return "", "", "", false
 	}
 	for _, part := range parts {
-		if part == "" {
-			return "", "", "", false
-		}
 		for i := 0; i < len(part); i++ {
 			c := part[i]
 			if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
@@ -723,8 +712,8 @@ func splitJWS(token string) (h, p, s string, ok bool) {
 	return parts[0], parts[1], parts[2], true
 }
 
-// decodeSegment decodes unpadded base64url; Strict rejects non-zero
-// trailing bits, so each token has exactly one encoding.
+// decodeSegment decodes unpadded base64url (JWS segments, JWK members);
+// Strict rejects non-zero trailing bits, so each has exactly one encoding.
 func decodeSegment(s string) ([]byte, error) {
 	return base64.RawURLEncoding.Strict().DecodeString(s)
 }
@@ -915,12 +904,7 @@ func jwtNumericDate(c *jsonNode, name string) (time.Time, bool, error) {
 	if n.kind != jsonNumber {
 		return time.Time{}, true, fmt.Errorf("%s is not a number", name)
 	}
-	if i, err := strconv.ParseInt(n.text, 10, 64); err == nil {
-		if i < 0 || i > 1<<40 {
-			return time.Time{}, true, fmt.Errorf("%s out of range", name)
-		}
-		return time.Unix(i, 0), true, nil
-	}
+	// Every whole number in range is exact in a float64, so one parse serves both forms.
 	f, err := strconv.ParseFloat(n.text, 64)
 	if err != nil || math.IsNaN(f) || f < 0 || f > 1<<40 {
 		return time.Time{}, true, fmt.Errorf("%s out of range", name)

@@ -28,15 +28,13 @@ import (
 	"time"
 )
 
-// The dev issuer listens here and mints tokens for this audience; the service trusts it only when
-// OIDC_ISSUER names it.
+// The dev issuer listens here and mints tokens for this audience, valid for a working day; the service
+// trusts it only when OIDC_ISSUER names it.
 const (
 	devIssuerAddr     = "127.0.0.1:9000"
 	devIssuerAudience = "clinicalapi"
+	devIssuerTokenTTL = 12 * time.Hour
 )
-
-// devIssuerTokenTTL is long enough for a working day.
-const devIssuerTokenTTL = 12 * time.Hour
 
 // runDevIssuer generates an RSA-2048 key in memory, serves discovery and JWKS on the loopback address
 // addr, writes export lines and a signed token to stdout, and serves until ctx ends. The key dies with

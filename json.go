@@ -17,6 +17,7 @@ package main
 import (
 	"bytes"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -124,8 +125,7 @@ func readJSON(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, 
 // readJSONValue is readJSON for a document that may be any JSON value, not only an object (a JSON
 // Patch is an array, RFC 6902 section 3); it never reports jsonNotObject.
 func readJSONValue(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, err *jsonError) {
-	r := &jsonReader{anyRoot: true}
-	return r.read(body, maxDepth)
+	return (&jsonReader{anyRoot: true}).read(body, maxDepth)
 }
 
 // read is readJSON with r's memory: a small document (a POST /egfr body) is read into arrays r keeps,
@@ -265,18 +265,15 @@ func (r *jsonReader) value(depth int) (*jsonNode, bool) {
 		s, ok := r.number()
 		return r.node(jsonNumber, s), ok
 	}
-	for _, lit := range [...]struct {
-		text string
-		kind jsonKind
-	}{{"true", jsonBool}, {"false", jsonBool}, {"null", jsonNull}} {
-		if strings.HasPrefix(rest, lit.text) {
-			r.pos += len(lit.text)
-			if lit.kind == jsonNull {
+	for _, lit := range [...]string{"true", "false", "null"} {
+		if strings.HasPrefix(rest, lit) {
+			r.pos += len(lit)
+			if lit == "null" {
 				return r.node(jsonNull, ""), true
 			}
-			return r.node(jsonBool, lit.text), true
+			return r.node(jsonBool, lit), true
 		}
-		if len(rest) < len(lit.text) && rest != "" && strings.HasPrefix(lit.text, rest) {
+		if len(rest) < len(lit) && rest != "" && strings.HasPrefix(lit, rest) {
 			r.pos = len(r.src) // a prefix of a literal at the end: truncated
 		}
 	}
@@ -475,21 +472,11 @@ func hex4(s string) rune {
 	if len(s) < 4 {
 		return -1
 	}
-	var r rune
-	for _, c := range []byte(s[:4]) {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return -1
-		}
-		r = r<<4 | rune(c)
+	v, err := strconv.ParseUint(s[:4], 16, 16) // base 16 takes neither a sign nor "0x" nor "_"
+	if err != nil {
+		return -1
 	}
-	return r
+	return rune(v)
 }
 
 // number reads the number at r.pos and returns its literal: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
@@ -585,22 +572,14 @@ func appendJSONString(b []byte, s string) []byte {
 			}
 		}
 		b = append(b, s[plain:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, `\n`...)
-		case '\r':
-			b = append(b, `\r`...)
-		case '\t':
-			b = append(b, `\t`...)
+		switch k := strings.IndexByte("\"\\\n\r\t", c); {
+		case k >= 0: // the short escapes encoding/json writes
+			b = append(b, '\\', `"\nrt`[k])
+		case c < 0x20:
+			b = append(b, `\u00`...)
+			b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
 		default:
-			if c < 0x20 {
-				b = append(b, `\u00`...)
-				b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
-			} else {
-				b = utf8.AppendRune(b, utf8.RuneError) // a byte that is not UTF-8
-			}
+			b = utf8.AppendRune(b, utf8.RuneError) // a byte that is not UTF-8
 		}
 		i++
 		plain = i

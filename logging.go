@@ -103,19 +103,16 @@ func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
 		b = append(b, r.Message...)
 		b = append(b, '"')
 		r.Attrs(func(a slog.Attr) bool {
-			if !plainJSON(a.Key) || a.Key == "" {
-				plain = false
+			v := a.Value
+			plain = a.Key != "" && plainJSON(a.Key) && (v.Kind() != slog.KindString || plainJSON(v.String()))
+			if !plain {
 				return false
 			}
 			b = append(b, `,"`...)
 			b = append(b, a.Key...)
 			b = append(b, `":`...)
-			switch v := a.Value; v.Kind() {
+			switch v.Kind() {
 			case slog.KindString:
-				if !plainJSON(v.String()) {
-					plain = false
-					return false
-				}
 				b = append(b, '"')
 				b = append(b, v.String()...)
 				b = append(b, '"')
@@ -127,9 +124,8 @@ func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
 				b = strconv.AppendBool(b, v.Bool())
 			default:
 				plain = false
-				return false
 			}
-			return true
+			return plain
 		})
 	}
 	if !plain {

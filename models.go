@@ -295,10 +295,8 @@ func parseSex(v *jsonNode) (sex, *fieldError) {
 		return "", badValue(loc("sex"), "missing", "Field required.")
 	case v.kind != jsonString:
 		return "", badJSON(loc("sex"), "string_type", "Input should be a string: \"male\" or \"female\".")
-	case v.text == string(male):
-		return male, nil
-	case v.text == string(female):
-		return female, nil
+	case v.text == string(male) || v.text == string(female):
+		return sex(v.text), nil
 	}
 	return "", badValue(loc("sex"), "literal_error", "Input should be \"male\" or \"female\" (lower case).")
 }
@@ -441,11 +439,11 @@ func egfrNumber(v *jsonNode, name, unit string) (float64, *fieldError) {
 // decimals for the children's, as the CKiD authors' code takes it (1 to 25 for CKiD U25, 1 to under 18
 // for Bedside Schwartz).
 func parseAge(v *jsonNode, formula string) (float64, *fieldError) {
-	if !isChildFormula(formula) {
-		return parseAdultAge(v, formula)
-	}
-	if v == nil {
+	switch {
+	case v == nil:
 		return 0, badValue(loc("age"), "missing", "Field required.")
+	case !isChildFormula(formula):
+		return parseAdultAge(v, formula)
 	}
 	x, ok := jsonFloat(v)
 	switch {
@@ -468,11 +466,8 @@ func parseAge(v *jsonNode, formula string) (float64, *fieldError) {
 // adultAgeHint is what an adult formula's message says to do for someone under 18.
 const adultAgeHint = " For ages 1 to 25 send \"formula\": \"CKiD U25\" (with height_cm when sending creatinine); for ages 1 to 17, \"Bedside Schwartz\" (with height_cm)."
 
-// parseAdultAge reads the required age in whole years of an adult formula (CKD-EPI, Cockcroft-Gault).
+// parseAdultAge reads the age sent in whole years to an adult formula (CKD-EPI, Cockcroft-Gault).
 func parseAdultAge(v *jsonNode, formula string) (float64, *fieldError) {
-	if v == nil {
-		return 0, badValue(loc("age"), "missing", "Field required.")
-	}
 	x, ok := jsonFloat(v)
 	switch {
 	case !ok:
@@ -570,7 +565,7 @@ func parseCrClRequest(body []byte, observation bool) (crclRequest, []fieldError)
 	var age float64
 	req.Sex, errs[0] = parseSex(present(root, "sex"))
 	req.CreatUmolL, errs[1] = parseCreatinine(present(root, "serum_creatinine_umol_l"), formulaCG, false)
-	age, errs[2] = parseAdultAge(present(root, "age"), formulaCG)
+	age, errs[2] = parseAge(present(root, "age"), formulaCG)
 	req.Age = int(age)
 	req.WeightKg, errs[3] = parseWeight(present(root, "weight_kg"))
 	req.PatientID, errs[4] = parsePatientID(present(root, "patient_id"), observation)

@@ -49,12 +49,6 @@ type (
 	}
 )
 
-// laboratoryCategory is Observation.category "laboratory" (R4 CodeSystem observation-category).
-func laboratoryCategory() []fhirCodeableConcept {
-	return []fhirCodeableConcept{{Coding: []fhirCoding{{
-		System: "http://terminology.hl7.org/CodeSystem/observation-category", Code: "laboratory", Display: "Laboratory"}}}}
-}
-
 // equationCoding is how one equation's result is coded, and how its method is named.
 type equationCoding struct {
 	coding []fhirCoding // LOINC, then UK SNOMED CT; empty when no code exists
@@ -135,14 +129,15 @@ func codingFor(formula string) equationCoding {
 	panic("no coding for formula " + formula) // every result formula is listed above (a test checks)
 }
 
-// newObservation builds a final laboratory Observation of value (in the UCUM unit code, shown as
-// unit), effective at; the handler sets its subject.
+// newObservation builds a final laboratory Observation (R4 CodeSystem observation-category) of value
+// (in the UCUM unit code, shown as unit), effective at; the handler sets its subject.
 func newObservation(formula string, value float64, code, unit, note string, at time.Time) observation {
 	c := codingFor(formula)
+	laboratory := fhirCoding{System: "http://terminology.hl7.org/CodeSystem/observation-category", Code: "laboratory", Display: "Laboratory"}
 	return observation{
 		ResourceType:      "Observation",
 		Status:            "final",
-		Category:          laboratoryCategory(),
+		Category:          []fhirCodeableConcept{{Coding: []fhirCoding{laboratory}}},
 		Code:              fhirCodeableConcept{Coding: c.coding, Text: c.text},
 		EffectiveDateTime: at.UTC().Format(fhirInstant),
 		ValueQuantity:     fhirQuantity{Value: value, Unit: unit, System: ucumSystem, Code: code},

@@ -159,13 +159,13 @@ func parsePatchOp(i int, n *jsonNode) (patchOp, []fhirIssue) {
 	default:
 		op.op = o.text
 	}
-	var msg string
-	if op.path, op.to, msg = patchPointer(n, "path"); msg != "" {
-		bad(patchPointerCode(msg), "%s", msg)
+	var code, msg string
+	if op.path, op.to, code, msg = patchPointer(n, "path"); msg != "" {
+		bad(code, "%s", msg)
 	}
 	if op.op == "move" || op.op == "copy" {
-		if op.from, op.src, msg = patchPointer(n, "from"); msg != "" {
-			bad(patchPointerCode(msg), "%s", msg)
+		if op.from, op.src, code, msg = patchPointer(n, "from"); msg != "" {
+			bad(code, "%s", msg)
 		} else if op.op == "move" && op.to != nil && len(op.src) < len(op.to) && slices.Equal(op.src, op.to[:len(op.src)]) {
 			bad("value", "a location cannot be moved into one of its own children (RFC 6902 section 4.4).")
 		}
@@ -178,32 +178,24 @@ func parsePatchOp(i int, n *jsonNode) (patchOp, []fhirIssue) {
 	return op, issues
 }
 
-// patchPointerCode is the issue type for a problem patchPointer found: a missing member or a bad value.
-func patchPointerCode(msg string) string {
-	if strings.Contains(msg, "is missing") {
-		return "required"
-	}
-	return "value"
-}
-
 // patchPointer reads the JSON Pointer in member name of op: the text as sent and its reference tokens
-// (nil for "", the whole document), or why it is not a pointer.
-func patchPointer(op *jsonNode, name string) (text string, tokens []string, msg string) {
+// (nil for "", the whole document), or why it is not a pointer and the issue type that is.
+func patchPointer(op *jsonNode, name string) (text string, tokens []string, code, msg string) {
 	p := op.member(name)
 	switch {
 	case p == nil:
-		return "", nil, fmt.Sprintf("%q is missing; it must be a JSON Pointer such as /name/0/family.", name)
+		return "", nil, "required", fmt.Sprintf("%q is missing; it must be a JSON Pointer such as /name/0/family.", name)
 	case p.kind != jsonString:
-		return "", nil, fmt.Sprintf("%q must be a string (a JSON Pointer), not %s.", name, p.kind.kindName())
+		return "", nil, "value", fmt.Sprintf("%q must be a string (a JSON Pointer), not %s.", name, p.kind.kindName())
 	}
 	tokens, msg = parseJSONPointer(p.text)
 	if msg != "" {
-		return "", nil, fmt.Sprintf("%q is not a JSON Pointer: %s", name, msg)
+		return "", nil, "value", fmt.Sprintf("%q is not a JSON Pointer: %s", name, msg)
 	}
 	if len(tokens) > patchPointerDepth {
-		return "", nil, fmt.Sprintf("%q is deeper than the %d levels a resource may nest.", name, patchPointerDepth)
+		return "", nil, "value", fmt.Sprintf("%q is deeper than the %d levels a resource may nest.", name, patchPointerDepth)
 	}
-	return p.text, tokens, ""
+	return p.text, tokens, "", ""
 }
 
 // parseJSONPointer splits a JSON Pointer into its reference tokens (RFC 6901 sections 3 and 4): "" is
