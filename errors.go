@@ -106,7 +106,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 
 // writeStoreError answers a failed store call: errNotFound is a 404 with notFound, errVersionConflict
 // a 412 with conflict (the caller words both for its interaction); any other error is a 500, logged
-// with the request ID and never shown to the client.
+// with the request and trace IDs and never shown to the client.
 func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, notFound, conflict fhirIssue) {
 	switch {
 	case errors.Is(err, errNotFound) && notFound.Code != "":
@@ -114,7 +114,7 @@ func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 	case errors.Is(err, errVersionConflict) && conflict.Code != "":
 		writeOutcome(w, http.StatusPreconditionFailed, conflict)
 	default:
-		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()))
+		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
 		writeError(w, r, http.StatusInternalServerError, "The server could not complete the request.")
 	}
 }

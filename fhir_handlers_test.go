@@ -545,7 +545,7 @@ func TestPatientAuth(t *testing.T) {
 // TestAuthNotConfigured: without OIDC settings the Patient routes refuse everything and say which
 // settings are missing; the open routes stay open.
 func TestAuthNotConfigured(t *testing.T) {
-	h := newServer(slog.New(slog.DiscardHandler), config{}, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil)
+	h := newServer(slog.New(slog.DiscardHandler), config{}, testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil)
 	for _, req := range []*http.Request{postPatient(minimalPatient), fhirReq("GET", "/Patient/abc", "")} {
 		req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, allScopes))
 		res := doRaw(t, h, req)
@@ -566,7 +566,7 @@ func TestPatientSearchHTTP(t *testing.T) {
 	store := testStore(t)
 	cfg := testConfig(t)
 	cfg.baseURL = "https://fhir.example.nhs.uk/R4"
-	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t))
+	h := newServer(slog.New(slog.DiscardHandler), cfg, testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t))
 	names := []string{"Núñez", "Nunes", "NUNN", "Smith", "Smyth", "Zoë"}
 	ids := map[string]string{}
 	for i, n := range names {
