@@ -121,6 +121,26 @@ func TestSpecExamplesAreRealOutputs(t *testing.T) {
 	}
 }
 
+// TestSpecValidateExamplesAreRealOutputs sends each documented $validate request example and checks
+// the answer equals the documented 200 example of the same name.
+func TestSpecValidateExamplesAreRealOutputs(t *testing.T) {
+	spec := mustSpec(t)
+	op := spec["paths"].(map[string]any)["/Patient/$validate"].(map[string]any)["post"].(map[string]any)
+	reqExamples := op["requestBody"].(map[string]any)["content"].(map[string]any)["application/fhir+json"].(map[string]any)["examples"].(map[string]any)
+	resExamples := op["responses"].(map[string]any)["200"].(map[string]any)["content"].(map[string]any)["application/fhir+json"].(map[string]any)["examples"].(map[string]any)
+	if len(reqExamples) == 0 || len(reqExamples) != len(resExamples) {
+		t.Fatalf("got %d request and %d response examples, want equal non-zero counts", len(reqExamples), len(resExamples))
+	}
+	h := newTestServer(t)
+	for name, ex := range reqExamples {
+		body, _ := json.Marshal(ex.(map[string]any)["value"])
+		got := decodeBody[map[string]any](t, do(t, h, fhirReq("POST", "/Patient/$validate", string(body))))
+		if diff := cmp.Diff(resExamples[name].(map[string]any)["value"], got); diff != "" {
+			t.Errorf("example %q: response differs from the documented example (-spec +got):\n%s", name, diff)
+		}
+	}
+}
+
 // TestSpecPatientExampleIsRealOutput posts the documented create example and compares the response
 // with the documented 201 example, apart from the server-assigned id and meta.
 func TestSpecPatientExampleIsRealOutput(t *testing.T) {
@@ -140,7 +160,7 @@ func TestSpecPatientExampleIsRealOutput(t *testing.T) {
 // with each documented example of its parameters (path, query and header) and of its request body,
 // and a token with every scope. Each must succeed: an example that gets a 4xx would teach a reader
 // something the service refuses. Writes run before reads and deletes last, as a user would try them,
-// so the PUT example (an update-as-create of the documented id) makes the reads find a Patient.
+// so the PUT example (an update-as-create of the documented id) makes the patches and reads find a Patient.
 func TestSpecExamplesAreAccepted(t *testing.T) {
 	spec := mustSpec(t)
 	h := newTestServer(t)
@@ -163,7 +183,7 @@ func TestSpecExamplesAreAccepted(t *testing.T) {
 			calls = append(calls, call{strings.ToUpper(m), p, op, append(slices.Clone(pathParams), params...)})
 		}
 	}
-	order := map[string]int{"POST": 0, "PUT": 1, "GET": 2, "DELETE": 3}
+	order := map[string]int{"POST": 0, "PUT": 1, "PATCH": 2, "GET": 3, "DELETE": 4}
 	slices.SortFunc(calls, func(a, b call) int {
 		if c := order[a.method] - order[b.method]; c != 0 {
 			return c

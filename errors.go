@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"syscall"
 )
 
 // problem is an RFC 9457 problem details body, with FastAPI-style errors and the request ID as extensions.
@@ -105,14 +106,25 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 }
 
 // writeStoreError answers a failed store call: errNotFound is a 404 with notFound, errVersionConflict
-// a 412 with conflict (the caller words both for its interaction); any other error is a 500, logged
-// with the request and trace IDs and never shown to the client.
+// a 412 with conflict (the caller words both for its interaction); a full disk is a 507 and a store
+// not taking writes a 503, both with Retry-After (reads still work); any other error is a 500. The
+// last three are logged with the request and trace IDs, and their cause is never shown to the client.
 func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, notFound, conflict fhirIssue) {
 	switch {
 	case errors.Is(err, errNotFound) && notFound.Code != "":
 		writeOutcome(w, http.StatusNotFound, notFound)
 	case errors.Is(err, errVersionConflict) && conflict.Code != "":
 		writeOutcome(w, http.StatusPreconditionFailed, conflict)
+	case errors.Is(err, errStoreFull) || errors.Is(err, syscall.ENOSPC):
+		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
+		w.Header().Set("Retry-After", "60")
+		writeOutcome(w, http.StatusInsufficientStorage, fhirError("exception", "",
+			"The server has no disk space left to store the change; nothing was stored. Reads still work; retry later."))
+	case errors.Is(err, errStoreUnavailable):
+		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
+		w.Header().Set("Retry-After", "60")
+		writeOutcome(w, http.StatusServiceUnavailable, fhirError("transient", "",
+			"The server cannot store changes at the moment; nothing was stored. Reads still work; retry later."))
 	default:
 		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
 		writeError(w, r, http.StatusInternalServerError, "The server could not complete the request.")

@@ -5,7 +5,9 @@ package main
 // and writes the resource, Bundle or OperationOutcome (errors.go).
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -56,8 +58,7 @@ func handlePatientRead(log *slog.Logger, store patientStore) http.Handler {
 		case err != nil:
 			writeStoreError(w, r, log, err, noPatient(id), fhirIssue{})
 		case v.Deleted:
-			writeOutcome(w, http.StatusGone, fhirError("deleted", "",
-				fmt.Sprintf("Patient %q was deleted (version %d); earlier versions remain readable in its history.", id, v.Version)))
+			writeOutcome(w, http.StatusGone, deletedPatient(v))
 		default:
 			writeVersion(w, r, http.StatusOK, v)
 		}
@@ -72,30 +73,22 @@ func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
 		if !ok {
 			return
 		}
-		ifMatch, ok := parseIfMatch(r.Header.Values("If-Match"))
+		ifMatch, ok := ifMatchHeader(w, r)
 		if !ok {
-			writeOutcome(w, http.StatusBadRequest, fhirError("value", "", `If-Match must be one version ETag such as W/"3".`))
 			return
 		}
 		body, ok := readBody(w, r, nil, maxFHIRBody, "application/fhir+json", "application/json")
 		if !ok {
 			return
 		}
-		p, issues, status := parsePatient(body, false)
-		if status == 0 && p.bodyID != id {
-			status, issues = http.StatusBadRequest, []fhirIssue{fhirError("invalid", "Patient.id", fmt.Sprintf("The resource's id must equal the id in the URL (%q).", id))}
-			if p.bodyID == "" {
-				issues[0].Diagnostics = fmt.Sprintf("The resource has no id; an update must carry the id in the URL (%q).", id)
-			}
-		}
+		p, issues, status := parseUpdate(body, id)
 		if status != 0 {
 			writeOutcome(w, status, issues...)
 			return
 		}
-		v, created, err := store.Update(r.Context(), id, ifMatch, p.build(id))
+		v, created, err := store.Update(r.Context(), id, ifMatch, http.MethodPut, p.build(id))
 		if err != nil {
-			writeStoreError(w, r, log, err, fhirIssue{}, fhirError("conflict", "",
-				fmt.Sprintf(`If-Match W/"%d" is not the current version of Patient %q; read it again and retry.`, ifMatch, id)))
+			writeStoreError(w, r, log, err, fhirIssue{}, staleIfMatch(ifMatch, id))
 			return
 		}
 		status = http.StatusOK
@@ -105,6 +98,130 @@ func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
 		}
 		writeVersion(w, r, status, v)
 	})
+}
+
+// parseUpdate validates body as the next version of Patient id (a PUT body, or a patched resource): a
+// valid Patient whose id is the URL's. status is 0 when valid, else 400 or 422 as for parsePatient.
+func parseUpdate(body []byte, id string) (*patientResource, []fhirIssue, int) {
+	p, issues, status := parsePatient(body, false)
+	if status == 0 && p.bodyID != id {
+		msg := fmt.Sprintf("The resource's id must equal the id in the URL (%q).", id)
+		if p.bodyID == "" {
+			msg = fmt.Sprintf("The resource has no id; an update must carry the id in the URL (%q).", id)
+		}
+		return nil, []fhirIssue{fhirError("invalid", "Patient.id", msg)}, http.StatusBadRequest
+	}
+	return p, issues, status
+}
+
+// handlePatientPatch serves PATCH /Patient/{id}: a JSON Patch applied to the current version, whose
+// result is stored as the next version exactly as a PUT of it would be (R4 http.html#patch). If-Match
+// makes it conditional; without one, a write that lands first makes the patch start again from it.
+func handlePatientPatch(log *slog.Logger, store patientStore) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := pathID(w, r)
+		if !ok {
+			return
+		}
+		ifMatch, ok := ifMatchHeader(w, r)
+		if !ok {
+			return
+		}
+		if checkMediaType(r.Header.Get("Content-Type"), jsonPatchType) != "" {
+			w.Header().Set("Accept-Patch", jsonPatchType) // RFC 5789 section 2.2, with the 415 readBody sends
+		}
+		body, ok := readBody(w, r, nil, maxFHIRBody, jsonPatchType)
+		if !ok {
+			return
+		}
+		ops, issues := parseJSONPatch(body)
+		if len(issues) > 0 {
+			writeOutcome(w, http.StatusBadRequest, issues...)
+			return
+		}
+		v, status, issues, err := patchPatient(r.Context(), store, id, ifMatch, ops)
+		switch {
+		case err != nil:
+			writeStoreError(w, r, log, err, noPatient(id), staleIfMatch(ifMatch, id))
+		case status != 0:
+			writeOutcome(w, status, issues...)
+		default:
+			writeVersion(w, r, http.StatusOK, v)
+		}
+	})
+}
+
+// maxPatchAttempts bounds how often a PATCH without If-Match starts again after losing a race.
+const maxPatchAttempts = 5
+
+// patchPatient applies ops to the current version of Patient id and stores the result as the next
+// version, conditional on the version it was applied to: so the patch applies whole to one version
+// and never overwrites a write it did not see. With ifMatch the version must be that one (else
+// errVersionConflict, a 412); without, a lost race starts again from the newer version. It returns
+// the stored version; or a status and its issues (410 deleted, 409 still losing after
+// maxPatchAttempts, 422 an operation that failed, 400/422 an invalid result); or a store error.
+func patchPatient(ctx context.Context, store patientStore, id string, ifMatch int, ops []patchOp) (patientVersion, int, []fhirIssue, error) {
+	for attempt := 1; ; attempt++ {
+		cur, err := store.Read(ctx, id)
+		switch {
+		case err != nil:
+			return patientVersion{}, 0, nil, err
+		case cur.Deleted:
+			return patientVersion{}, http.StatusGone, []fhirIssue{deletedPatient(cur)}, nil
+		case ifMatch != 0 && ifMatch != cur.Version:
+			return patientVersion{}, 0, nil, errVersionConflict
+		}
+		p, issues, status, err := applyPatientPatch(cur, ops)
+		if err != nil || status != 0 {
+			return patientVersion{}, status, issues, err
+		}
+		v, _, err := store.Update(ctx, id, cur.Version, http.MethodPatch, p.build(id))
+		if !errors.Is(err, errVersionConflict) || ifMatch != 0 {
+			return v, 0, nil, err
+		}
+		if attempt == maxPatchAttempts {
+			return patientVersion{}, http.StatusConflict, []fhirIssue{fhirError("conflict", "", fmt.Sprintf(
+				"Patient %q changed %d times while this patch was being applied; send it again (or with If-Match).", id, attempt))}, nil
+		}
+	}
+}
+
+// applyPatientPatch applies ops to a stored version and validates the result as a PUT of it.
+func applyPatientPatch(cur patientVersion, ops []patchOp) (*patientResource, []fhirIssue, int, error) {
+	doc, _, jerr := readJSON(cur.Body, fhirMaxDepth) // a tree of our own: the patch changes it
+	if jerr != nil {
+		return nil, nil, 0, fmt.Errorf("stored Patient %s version %d does not parse (at byte %d)", cur.ID, cur.Version, jerr.offset)
+	}
+	doc, perr := applyJSONPatch(doc, ops)
+	if perr != nil {
+		return nil, []fhirIssue{perr.issue(ops)}, http.StatusUnprocessableEntity, nil
+	}
+	body := appendJSONNode(nil, doc)
+	if len(body) > maxFHIRBody {
+		return nil, []fhirIssue{fhirError("too-long", "", fmt.Sprintf(
+			"The patched resource would be %d bytes; a Patient may be at most %d (as a request body).", len(body), maxFHIRBody))}, http.StatusUnprocessableEntity, nil
+	}
+	p, issues, status := parseUpdate(body, cur.ID)
+	return p, issues, status, nil
+}
+
+// ifMatchHeader reads If-Match (see parseIfMatch), answering 400 itself when it is malformed.
+func ifMatchHeader(w http.ResponseWriter, r *http.Request) (int, bool) {
+	n, ok := parseIfMatch(r.Header.Values("If-Match"))
+	if !ok {
+		writeOutcome(w, http.StatusBadRequest, fhirError("value", "", `If-Match must be one version ETag such as W/"3".`))
+	}
+	return n, ok
+}
+
+// staleIfMatch is the 412 issue for an If-Match that names a version that is not the current one.
+func staleIfMatch(ifMatch int, id string) fhirIssue {
+	return fhirError("conflict", "", fmt.Sprintf(`If-Match W/"%d" is not the current version of Patient %q; read it again and retry.`, ifMatch, id))
+}
+
+// deletedPatient is the 410 issue for a Patient whose current version records its deletion.
+func deletedPatient(v patientVersion) fhirIssue {
+	return fhirError("deleted", "", fmt.Sprintf("Patient %q was deleted (version %d); earlier versions remain readable in its history.", v.ID, v.Version))
 }
 
 // parseIfMatch reads an If-Match version ETag (W/"n", or "n"); 0 when absent.
@@ -190,14 +307,15 @@ func handlePatientHistory(log *slog.Logger, store patientStore, baseURL string) 
 			e := bundleEntry{FullURL: base + "/Patient/" + id, Resource: v.Body,
 				Response: &bundleResponse{Status: "200 OK", Etag: fmt.Sprintf(`W/"%d"`, v.Version),
 					LastModified: v.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}}
-			// The journal does not record the method; this is the one each version implies.
+			// The journal records the interaction that made each version, and whether it created the id.
+			e.Request = &bundleRequest{v.Method, "Patient/" + id}
 			switch {
+			case v.Method == http.MethodPost:
+				e.Request.URL, e.Response.Status = "Patient", "201 Created"
 			case v.Deleted:
-				e.Request, e.Response.Status = &bundleRequest{"DELETE", "Patient/" + id}, "204 No Content"
-			case v.Version == 1:
-				e.Request, e.Response.Status = &bundleRequest{"POST", "Patient"}, "201 Created"
-			default:
-				e.Request = &bundleRequest{"PUT", "Patient/" + id}
+				e.Response.Status = "204 No Content"
+			case v.Created:
+				e.Response.Status = "201 Created"
 			}
 			b.Entry = append(b.Entry, e)
 		}
@@ -388,9 +506,12 @@ func capabilityStatement() []byte {
 				"profile": "http://hl7.org/fhir/StructureDefinition/Patient",
 				"interaction": []any{
 					map[string]any{"code": "create"}, map[string]any{"code": "read"}, map[string]any{"code": "vread"},
-					map[string]any{"code": "update"}, map[string]any{"code": "delete"}, map[string]any{"code": "history-instance"},
-					map[string]any{"code": "search-type"},
+					map[string]any{"code": "update"},
+					map[string]any{"code": "patch", "documentation": "JSON Patch (application/json-patch+json): an RFC 6902 array, or PDS's {\"patches\": [...]}"},
+					map[string]any{"code": "delete"}, map[string]any{"code": "history-instance"}, map[string]any{"code": "search-type"},
 				},
+				"operation": []any{map[string]any{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+					"documentation": "POST /Patient/$validate: a Patient, or a Parameters with resource, mode (create or update) and profile (base Patient only)"}},
 				"searchParam": []any{
 					map[string]any{"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
 					map[string]any{"name": "identifier", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Patient-identifier",

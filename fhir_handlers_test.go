@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,8 +179,10 @@ func TestPatientErrors(t *testing.T) {
 			fhirIssue{"error", "value", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'.", []string{"Patient.id"}, nil}},
 		{"unknown sub-path", "GET", "/Patient/abc/everything", "", "", "", 404,
 			fhirIssue{"error", "not-found", "There is no resource at this path.", nil, nil}},
-		{"patch not supported", "PATCH", "/Patient/abc", "", "", "", 405,
-			fhirIssue{"error", "not-supported", "This path does not support PATCH; it supports DELETE, GET, HEAD, PUT.", nil, nil}},
+		{"patch without content type", "PATCH", "/Patient/abc", "", "", "", 415,
+			fhirIssue{"error", "not-supported", "The request has no Content-Type; Content-Type must be application/json-patch+json (charset utf-8).", nil, nil}},
+		{"post on instance", "POST", "/Patient/abc", "", "", "", 405,
+			fhirIssue{"error", "not-supported", "This path does not support POST; it supports DELETE, GET, HEAD, PATCH, PUT.", nil, nil}},
 		{"delete on type", "DELETE", "/Patient", "", "", "", 405,
 			fhirIssue{"error", "not-supported", "This path does not support DELETE; it supports GET, HEAD, POST.", nil, nil}},
 		{"metadata post", "POST", "/metadata", "", "", "", 405,
@@ -269,6 +273,7 @@ func TestMetadata(t *testing.T) {
 			Resource []struct {
 				Type        string
 				Interaction []struct{ Code string }
+				Operation   []struct{ Name, Definition string }
 				Versioning  string
 			}
 		}
@@ -281,8 +286,12 @@ func TestMetadata(t *testing.T) {
 		interactions = append(interactions, i.Code)
 	}
 	// The interactions declared must be exactly the Patient routes served.
-	if diff := cmp.Diff([]string{"create", "read", "vread", "update", "delete", "history-instance", "search-type"}, interactions); diff != "" {
+	if diff := cmp.Diff([]string{"create", "read", "vread", "update", "patch", "delete", "history-instance", "search-type"}, interactions); diff != "" {
 		t.Errorf("interactions (-want +got):\n%s", diff)
+	}
+	wantOps := []struct{ Name, Definition string }{{"validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"}}
+	if diff := cmp.Diff(wantOps, cs.Rest[0].Resource[0].Operation); diff != "" {
+		t.Errorf("operations (-want +got):\n%s", diff)
 	}
 	if cs.FHIRVersion != "4.0.1" || cs.Kind != "instance" || cs.Rest[0].Mode != "server" || cs.Rest[0].Resource[0].Type != "Patient" {
 		t.Errorf("CapabilityStatement %+v", cs)
@@ -364,7 +373,7 @@ func TestPatientLifecycle(t *testing.T) {
 			}
 			var got []string
 			for _, e := range b.Entry {
-				got = append(got, e.Request.Method+" "+e.Response.Etag)
+				got = append(got, e.Request.Method+" "+e.Response.Status+" "+e.Response.Etag)
 				if e.FullURL != "http://example.com/Patient/"+id {
 					t.Errorf("fullUrl %q", e.FullURL)
 				}
@@ -385,7 +394,7 @@ func TestPatientLifecycle(t *testing.T) {
 		{"invalid body", fhirReq("PUT", "/Patient/"+id, withID(`,"birthDate":"1974-13"`)), 400, "", issue("value", "Patient.birthDate")},
 		{"invalid URL id before existence", fhirReq("PUT", "/Patient/a_b", `{"resourceType":"Patient","id":"a_b"}`), 400, "", issue("value", "Patient.id")},
 		{"unconditional update", fhirReq("PUT", "/Patient/"+id, withID(`,"birthDate":"1974"`)), 200, `W/"4"`, versionOf("4")},
-		{"history", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`PUT W/"4"`, `PUT W/"3"`, `PUT W/"2"`, `POST W/"1"`)},
+		{"history", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`PUT 200 OK W/"4"`, `PUT 200 OK W/"3"`, `PUT 200 OK W/"2"`, `POST 201 Created W/"1"`)},
 		{"vread 1", fhirReq("GET", "/Patient/"+id+"/_history/1", ""), 200, `W/"1"`, versionOf("1")},
 		{"vread missing", fhirReq("GET", "/Patient/"+id+"/_history/9", ""), 404, "", issue("not-found", "Patient.meta.versionId")},
 		{"vread 0", fhirReq("GET", "/Patient/"+id+"/_history/0", ""), 400, "", issue("value", "Patient.meta.versionId")},
@@ -396,9 +405,11 @@ func TestPatientLifecycle(t *testing.T) {
 		{"vread before delete", fhirReq("GET", "/Patient/"+id+"/_history/4", ""), 200, `W/"4"`, versionOf("4")},
 		{"vread the deletion", fhirReq("GET", "/Patient/"+id+"/_history/5", ""), 410, `W/"5"`, issue("deleted")},
 		{"delete again", fhirReq("DELETE", "/Patient/"+id, ""), 204, "", nil},
-		{"history keeps all", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`DELETE W/"5"`, `PUT W/"4"`, `PUT W/"3"`, `PUT W/"2"`, `POST W/"1"`)},
+		{"history keeps all", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`DELETE 204 No Content W/"5"`, `PUT 200 OK W/"4"`, `PUT 200 OK W/"3"`, `PUT 200 OK W/"2"`, `POST 201 Created W/"1"`)},
 		{"stale If-Match on deleted", fhirReq("PUT", "/Patient/"+id, withID(""), "If-Match", `W/"4"`), 412, "", issue("conflict")},
 		{"resurrect", fhirReq("PUT", "/Patient/"+id, withID("")), 201, `W/"6"`, versionOf("6")},
+		{"history records each interaction", fhirReq("GET", "/Patient/"+id+"/_history", ""), 200, "", historyOf(`PUT 201 Created W/"6"`,
+			`DELETE 204 No Content W/"5"`, `PUT 200 OK W/"4"`, `PUT 200 OK W/"3"`, `PUT 200 OK W/"2"`, `POST 201 Created W/"1"`)},
 		{"update-as-create", fhirReq("PUT", "/Patient/client-chosen-1", `{"resourceType":"Patient","id":"client-chosen-1"}`), 201, `W/"1"`, versionOf("1")},
 		{"If-Match on unknown id", fhirReq("PUT", "/Patient/client-chosen-2", `{"resourceType":"Patient","id":"client-chosen-2"}`, "If-Match", `W/"1"`), 412, "", issue("conflict")},
 		{"delete unknown", fhirReq("DELETE", "/Patient/never-was", ""), 204, "", nil},
@@ -441,8 +452,11 @@ func TestFHIRMethodNotAllowed(t *testing.T) {
 		{"DELETE", "/Patient/_search", "POST"},
 		{"PATCH", "/Patient/_search", "POST"},
 		{"OPTIONS", "/Patient/_search", "POST"},
-		{"PATCH", "/Patient/p1", "DELETE, GET, HEAD, PUT"},
-		{"POST", "/Patient/p1", "DELETE, GET, HEAD, PUT"},
+		{"POST", "/Patient/p1", "DELETE, GET, HEAD, PATCH, PUT"},
+		{"GET", "/Patient/$validate", "POST"},
+		{"PUT", "/Patient/$validate", "POST"},
+		{"PATCH", "/Patient/$validate", "POST"},
+		{"DELETE", "/Patient/%24validate", "POST"},
 		{"DELETE", "/Patient", "GET, HEAD, POST"},
 		{"POST", "/metadata", "GET, HEAD"},
 		{"POST", "/Patient/p1/_history", "GET, HEAD"},
@@ -506,6 +520,12 @@ func TestPatientAuth(t *testing.T) {
 		{"system read", "GET", "/Patient/" + id + "/_history/1", bearer(li.token(t, "system/Patient.read")), 200, "", "", ""},
 		{"wildcard create", "POST", "/Patient", bearer(li.token(t, "user/Patient.*")), 201, "", "", ""},
 		{"system write update", "PUT", "/Patient/" + id, bearer(li.token(t, "system/Patient.write")), 200, "", "", ""},
+		{"read scope cannot patch", "PATCH", "/Patient/" + id, bearer(li.token(t, "user/Patient.read")), 403, "ACCESS_DENIED", "forbidden", `Bearer error="insufficient_scope"`},
+		{"no token cannot patch", "PATCH", "/Patient/" + id, "", 401, "ACCESS_TOKEN_MISSING", "login", `Bearer`},
+		{"write patch", "PATCH", "/Patient/" + id, bearer(li.token(t, "user/Patient.write")), 200, "", "", ""},
+		{"no token cannot validate", "POST", "/Patient/$validate", "", 401, "ACCESS_TOKEN_MISSING", "login", `Bearer`},
+		{"write scope cannot validate", "POST", "/Patient/$validate", bearer(li.token(t, "user/Patient.write")), 403, "ACCESS_DENIED", "forbidden", `Bearer error="insufficient_scope"`},
+		{"read scope validates", "POST", "/Patient/$validate", bearer(li.token(t, "user/Patient.read")), 200, "", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -515,8 +535,13 @@ func TestPatientAuth(t *testing.T) {
 				body = minimalPatient
 			case "PUT":
 				body = `{"resourceType":"Patient","id":"` + id + `"}`
+			case "PATCH":
+				body = `[{"op":"add","path":"/active","value":true}]`
 			}
 			req := fhirReq(tt.method, tt.path, body)
+			if tt.method == "PATCH" {
+				req.Header.Set("Content-Type", jsonPatchType)
+			}
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)
 			}
@@ -704,6 +729,283 @@ func FuzzPatientSearch(f *testing.F) {
 		res := do(t, h, req)
 		if res.StatusCode != 200 && res.StatusCode != 400 {
 			t.Fatalf("GET /Patient?%s: %d", query, res.StatusCode)
+		}
+	})
+}
+
+// patchReq is a PATCH of Patient id with a JSON Patch body and headers as name, value pairs.
+func patchReq(id, body string, headers ...string) *http.Request {
+	req := fhirReq("PATCH", "/Patient/"+id, body, headers...)
+	req.Header.Set("Content-Type", jsonPatchType)
+	return req
+}
+
+// TestPatientPatch walks one Patient through JSON Patches in both forms, checking statuses, ETags,
+// whole OperationOutcomes, and that a failed patch changes nothing.
+func TestPatientPatch(t *testing.T) {
+	h := newTestServer(t)
+	id := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
+	gone := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
+	do(t, h, fhirReq("DELETE", "/Patient/"+gone, ""))
+	oo := func(issues ...fhirIssue) *operationOutcome { return &operationOutcome{"OperationOutcome", issues} }
+	processing := func(msg string) fhirIssue { return fhirError("processing", "", msg) }
+	tests := []struct {
+		name       string
+		req        *http.Request
+		wantStatus int
+		wantETag   string
+		wantOO     *operationOutcome // nil: a Patient (or nothing) is expected
+	}{
+		{"rfc6902", patchReq(id, `[{"op":"test","path":"/gender","value":"female"},{"op":"replace","path":"/birthDate","value":"1974-12-26"},{"op":"add","path":"/name/0/given/-","value":"Ann"}]`), 200, `W/"2"`, nil},
+		{"pds form with If-Match", patchReq(id, `{"patches":[{"op":"replace","path":"/name/0/family","value":"Jones"}]}`, "If-Match", `W/"2"`), 200, `W/"3"`, nil},
+		{"stale If-Match", patchReq(id, `[{"op":"remove","path":"/birthDate"}]`, "If-Match", `W/"2"`), 412, "",
+			oo(fhirError("conflict", "", fmt.Sprintf(`If-Match W/"2" is not the current version of Patient %q; read it again and retry.`, id)))},
+		{"malformed If-Match", patchReq(id, `[{"op":"remove","path":"/birthDate"}]`, "If-Match", `3`), 400, "",
+			oo(fhirError("value", "", `If-Match must be one version ETag such as W/"3".`))},
+		{"failed test", patchReq(id, `[{"op":"replace","path":"/gender","value":"male"},{"op":"test","path":"/birthDate","value":"1974-12-25"}]`), 422, "",
+			oo(processing("patch operation 1 (/birthDate): test failed: the value there is not the one the test gives."))},
+		{"missing path", patchReq(id, `[{"op":"replace","path":"/gender","value":"male"},{"op":"remove","path":"/address/0"}]`), 422, "",
+			oo(processing("patch operation 1 (/address/0): /address does not exist."))},
+		{"malformed patch", patchReq(id, `[{"op":"replace","path":"/gender","value":"male"},{"op":"move","path":"/a"}]`), 400, "",
+			oo(fhirError("required", "", `patch operation 1 (/a): "from" is missing; it must be a JSON Pointer such as /name/0/family.`))},
+		{"not json", patchReq(id, `[{"op":`), 400, "",
+			oo(fhirError("structure", "", "The body is not valid JSON: it ends before the JSON Patch is complete."))},
+		{"server owns meta", patchReq(id, `[{"op":"replace","path":"/meta/versionId","value":"99"}]`), 200, `W/"4"`, nil},
+		{"minimal", patchReq(id, `[{"op":"add","path":"/active","value":true}]`, "Prefer", "return=minimal"), 200, `W/"5"`, nil},
+		{"json content type", fhirReq("PATCH", "/Patient/"+id, `[]`), 415, "",
+			oo(fhirError("not-supported", "", "Content-Type must be application/json-patch+json (charset utf-8)."))},
+		{"unknown id", patchReq("no-such-id", `[{"op":"add","path":"/active","value":true}]`), 404, "",
+			oo(fhirError("not-found", "Patient.id", `There is no Patient with id "no-such-id".`))},
+		{"deleted", patchReq(gone, `[{"op":"add","path":"/active","value":true}]`), 410, "",
+			oo(fhirError("deleted", "", fmt.Sprintf("Patient %q was deleted (version 2); earlier versions remain readable in its history.", gone)))},
+		{"invalid URL id", patchReq("a_b", `[]`), 400, "",
+			oo(fhirError("value", "Patient.id", "The id in the URL must be 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'."))},
+	}
+	for _, tt := range tests {
+		res := do(t, h, tt.req)
+		body := readAll(t, res.Body)
+		if res.StatusCode != tt.wantStatus || res.Header.Get("ETag") != tt.wantETag {
+			t.Errorf("%s: %d ETag %q, want %d %q: %s", tt.name, res.StatusCode, res.Header.Get("ETag"), tt.wantStatus, tt.wantETag, body)
+			continue
+		}
+		want := ""
+		if tt.wantStatus == 415 {
+			want = jsonPatchType
+		}
+		if res.Header.Get("Accept-Patch") != want {
+			t.Errorf("%s: Accept-Patch %q, want %q", tt.name, res.Header.Get("Accept-Patch"), want)
+		}
+		if tt.wantOO != nil {
+			var got operationOutcome
+			json.Unmarshal(body, &got)
+			if diff := cmp.Diff(*tt.wantOO, got); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+			}
+		}
+	}
+
+	// What the patches left: every successful one applied whole, the failed ones not at all.
+	got := decodeAnyBody(t, do(t, h, fhirReq("GET", "/Patient/"+id, "")))
+	if meta := got["meta"].(map[string]any); meta["versionId"] != "5" {
+		t.Errorf("versionId %v, want 5", meta["versionId"])
+	}
+	want := map[string]any{"resourceType": "Patient", "active": true, "gender": "female", "birthDate": "1974-12-26",
+		"identifier": []any{map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9991234578"}},
+		"name":       []any{map[string]any{"family": "Jones", "given": []any{"Jo", "Ann"}}}}
+	if diff := cmp.Diff(want, withoutServerMeta(got)); diff != "" {
+		t.Errorf("patched Patient (-want +got):\n%s", diff)
+	}
+	// History and search see the patched versions; history names the interaction that made each.
+	var hist bundle
+	json.NewDecoder(do(t, h, fhirReq("GET", "/Patient/"+id+"/_history", "")).Body).Decode(&hist)
+	if len(hist.Entry) != 5 || hist.Entry[0].Request.Method != "PATCH" || hist.Entry[0].Response.Etag != `W/"5"` {
+		t.Errorf("history %+v", hist.Entry)
+	}
+	for family, n := range map[string]int{"jones": 1, "smith": 0} {
+		var b bundle
+		json.NewDecoder(do(t, h, fhirReq("GET", "/Patient?_id="+id+"&family="+family, "")).Body).Decode(&b)
+		if b.Total != n {
+			t.Errorf("family=%s: total %d, want %d", family, b.Total, n)
+		}
+	}
+}
+
+// TestPatientPatchValidatesLikePut: a patched Patient is refused exactly as a PUT of it would be, with
+// the same status and issues.
+func TestPatientPatchValidatesLikePut(t *testing.T) {
+	h := newTestServer(t)
+	id := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
+	current := decodeAnyBody(t, do(t, h, fhirReq("GET", "/Patient/"+id, "")))
+	tests := []struct {
+		name, patch string
+		status      int
+	}{
+		{"bad date", `[{"op":"replace","path":"/birthDate","value":"1974-13-01"}]`, 400},
+		{"null", `[{"op":"add","path":"/gender","value":null}]`, 400},
+		{"unknown element", `[{"op":"add","path":"/nickname","value":"Jo"}]`, 400},
+		{"id changed", `[{"op":"replace","path":"/id","value":"other"}]`, 400},
+		{"id removed", `[{"op":"remove","path":"/id"}]`, 400},
+		{"resourceType changed", `[{"op":"replace","path":"/resourceType","value":"Person"}]`, 400},
+		{"not an object", `[{"op":"replace","path":"","value":[]}]`, 400},
+		{"bad NHS number", `[{"op":"replace","path":"/identifier/0/value","value":"9991234579"}]`, 422},
+		{"second NHS number", `[{"op":"add","path":"/identifier/-","value":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}}]`, 422},
+		{"same NHS number twice", `[{"op":"copy","from":"/identifier/0","path":"/identifier/-"}]`, 422},
+	}
+	for _, tt := range tests {
+		// The PUT body: the same patch applied to the current version, outside the server.
+		ops, issues := parseJSONPatch([]byte(tt.patch))
+		if issues != nil {
+			t.Fatal(issues)
+		}
+		doc, _, _ := readJSON(mustJSON(t, current), fhirMaxDepth)
+		out, perr := applyJSONPatch(doc, ops)
+		if perr != nil {
+			t.Fatal(perr)
+		}
+		put := do(t, h, fhirReq("PUT", "/Patient/"+id, string(appendJSONNode(nil, out))))
+		patch := do(t, h, patchReq(id, tt.patch))
+		if put.StatusCode != tt.status || patch.StatusCode != tt.status {
+			t.Errorf("%s: PUT %d, PATCH %d, want %d", tt.name, put.StatusCode, patch.StatusCode, tt.status)
+		}
+		if diff := cmp.Diff(decodeBody[operationOutcome](t, put), decodeBody[operationOutcome](t, patch)); diff != "" {
+			t.Errorf("%s: PATCH's outcome differs from PUT's (-put +patch):\n%s", tt.name, diff)
+		}
+	}
+	if v := decodeAnyBody(t, do(t, h, fhirReq("GET", "/Patient/"+id, "")))["meta"].(map[string]any)["versionId"]; v != "1" {
+		t.Errorf("after refused patches the Patient is version %v, want 1", v)
+	}
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// racingStore is a store in which another writer gets in first: before each of the next races
+// Updates it stores a concurrent change (an extra given name), so the Update it was asked for finds
+// a newer version.
+type racingStore struct {
+	patientStore
+	races int
+}
+
+func (s *racingStore) Update(ctx context.Context, id string, ifMatch int, method string, build buildFunc) (patientVersion, bool, error) {
+	if s.races > 0 {
+		s.races--
+		cur, err := s.patientStore.Read(ctx, id)
+		if err != nil {
+			return patientVersion{}, false, err
+		}
+		doc, _, _ := readJSON(cur.Body, fhirMaxDepth)
+		ops, _ := parseJSONPatch([]byte(fmt.Sprintf(`[{"op":"add","path":"/name/0/given/-","value":"Concurrent%d"}]`, s.races)))
+		doc, _ = applyJSONPatch(doc, ops)
+		p, issues, _ := parseUpdate(appendJSONNode(nil, doc), id)
+		if issues != nil {
+			return patientVersion{}, false, fmt.Errorf("racing write: %v", issues)
+		}
+		if _, _, err := s.patientStore.Update(ctx, id, 0, http.MethodPut, p.build(id)); err != nil {
+			return patientVersion{}, false, err
+		}
+	}
+	return s.patientStore.Update(ctx, id, ifMatch, method, build)
+}
+
+// TestPatientPatchLosesNoUpdate: a PATCH without If-Match that loses a race starts again from the
+// newer version, so the other write is kept; with If-Match it is a 412; a patch that keeps losing
+// gives up with a 409 and stores nothing of its own.
+func TestPatientPatchLosesNoUpdate(t *testing.T) {
+	store := &racingStore{patientStore: testStore(t)}
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t))
+	id := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
+	given := func() []any {
+		return decodeAnyBody(t, do(t, h, fhirReq("GET", "/Patient/"+id, "")))["name"].([]any)[0].(map[string]any)["given"].([]any)
+	}
+	appendGiven := `[{"op":"add","path":"/name/0/given/-","value":"Mine"}]`
+
+	store.races = 2 // two writes get in first; the third attempt succeeds
+	if res := do(t, h, patchReq(id, appendGiven)); res.StatusCode != 200 || res.Header.Get("ETag") != `W/"4"` {
+		t.Fatalf("racing patch: %d %s", res.StatusCode, res.Header.Get("ETag"))
+	}
+	if diff := cmp.Diff([]any{"Jo", "Concurrent1", "Concurrent0", "Mine"}, given()); diff != "" {
+		t.Errorf("given after 2 lost races (-want +got):\n%s", diff)
+	}
+
+	store.races = 1
+	res := do(t, h, patchReq(id, appendGiven, "If-Match", `W/"4"`))
+	if res.StatusCode != 412 {
+		t.Errorf("conditional patch that lost a race: %d, want 412", res.StatusCode)
+	}
+
+	store.races = maxPatchAttempts
+	res = do(t, h, patchReq(id, appendGiven))
+	want := operationOutcome{"OperationOutcome", []fhirIssue{fhirError("conflict", "", fmt.Sprintf(
+		"Patient %q changed 5 times while this patch was being applied; send it again (or with If-Match).", id))}}
+	if diff := cmp.Diff(want, decodeBody[operationOutcome](t, res)); diff != "" || res.StatusCode != 409 {
+		t.Errorf("patch that always loses: %d (-want +got):\n%s", res.StatusCode, diff)
+	}
+	if g := given(); len(g) != 4+1+maxPatchAttempts || slices.Contains(g[4:], any("Mine")) {
+		t.Errorf("given %v: want the %d concurrent names and no second Mine", g, 1+maxPatchAttempts)
+	}
+}
+
+// TestPatientPatchConcurrent: patches without If-Match racing on one Patient through the real store;
+// every patch that answers 200 is in the final version, and nothing else is.
+func TestPatientPatchConcurrent(t *testing.T) {
+	h := newTestServer(t)
+	id := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
+	const n = 8
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			res := do(t, h, patchReq(id, fmt.Sprintf(`[{"op":"add","path":"/name/0/given/-","value":"P%d"}]`, i)))
+			statuses[i] = res.StatusCode
+		})
+	}
+	wg.Wait()
+	given := decodeAnyBody(t, do(t, h, fhirReq("GET", "/Patient/"+id, "")))["name"].([]any)[0].(map[string]any)["given"].([]any)
+	ok := 0
+	for i, st := range statuses {
+		if st != 200 && st != 409 {
+			t.Errorf("patch %d: status %d", i, st)
+		}
+		if in := slices.Contains(given, any(fmt.Sprintf("P%d", i))); in != (st == 200) {
+			t.Errorf("patch %d answered %d but its name is in the result: %v", i, st, in)
+		}
+		if st == 200 {
+			ok++
+		}
+	}
+	if ok == 0 || len(given) != 1+ok {
+		t.Errorf("%d patches succeeded; given %v", ok, given)
+	}
+}
+
+// FuzzPatientPatch: whatever the patch, PATCH never answers 5xx, and what it stores is a valid
+// Patient (the stored body passes the validator as a PUT of it would).
+func FuzzPatientPatch(f *testing.F) {
+	f.Add(`[{"op":"add","path":"/name/0/given/-","value":"Ann"}]`)
+	f.Add(`{"patches":[{"op":"test","path":"/gender","value":"female"},{"op":"remove","path":"/identifier"}]}`)
+	f.Add(`[{"op":"move","from":"/name/0","path":"/contact/0/name"}]`)
+	f.Add(`[{"op":"copy","from":"","path":"/contained/-"}]`)
+	f.Add(`[{"op":"replace","path":"","value":{"resourceType":"Patient"}}]`)
+	h := newTestServer(f)
+	id := decodeAnyBody(f, do(f, h, postPatient(minimalPatient)))["id"].(string)
+	f.Fuzz(func(t *testing.T, patch string) {
+		res := do(t, h, patchReq(id, patch))
+		if res.StatusCode >= 500 {
+			t.Fatalf("status %d for %q", res.StatusCode, patch)
+		}
+		if res.StatusCode != 200 {
+			return
+		}
+		body := readAll(t, res.Body)
+		if _, issues, status := parseUpdate(body, id); status != 0 {
+			t.Fatalf("PATCH %q stored a Patient the validator refuses: %s %v", patch, body, issues)
 		}
 	})
 }

@@ -39,8 +39,10 @@ func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs f
 		{"GET", "/Patient", read(handlePatientSearch(log, store, cfg.baseURL))},
 		{"POST", "/Patient", write(handlePatientCreate(log, store))},
 		{"POST", "/Patient/_search", read(handlePatientSearch(log, store, cfg.baseURL))},
+		{"POST", "/Patient/$validate", read(handlePatientValidate())}, // never stores: read access suffices
 		{"GET", "/Patient/{id}", read(handlePatientRead(log, store))},
 		{"PUT", "/Patient/{id}", write(handlePatientUpdate(log, store))},
+		{"PATCH", "/Patient/{id}", write(handlePatientPatch(log, store))},
 		{"DELETE", "/Patient/{id}", write(handlePatientDelete(log, store))},
 		{"GET", "/Patient/{id}/_history", read(handlePatientHistory(log, store, cfg.baseURL))},
 		{"GET", "/Patient/{id}/_history/{vid}", read(handlePatientVRead(log, store))},
@@ -146,7 +148,7 @@ func handleEGFR() http.Handler {
 		if !ok {
 			return
 		}
-		req, problems := parseEGFRWith(&s.json, body)
+		req, problems := parseEGFRRequest(&s.json, body)
 		if len(problems) > 0 {
 			status := http.StatusUnprocessableEntity
 			for _, p := range problems {

@@ -121,6 +121,13 @@ func readJSON(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, 
 	return new(jsonReader).read(body, maxDepth)
 }
 
+// readJSONValue is readJSON for a document that may be any JSON value, not only an object (a JSON
+// Patch is an array, RFC 6902 section 3); it never reports jsonNotObject.
+func readJSONValue(body []byte, maxDepth int) (root *jsonNode, dups []jsonDuplicate, err *jsonError) {
+	r := &jsonReader{anyRoot: true}
+	return r.read(body, maxDepth)
+}
+
 // read is readJSON with r's memory: a small document (a POST /egfr body) is read into arrays r keeps,
 // so a reader kept for reuse reads it without allocating more than the copy of the body. What it
 // returns is valid until r's next read.
@@ -152,7 +159,7 @@ func (r *jsonReader) read(body []byte, maxDepth int) (root *jsonNode, dups []jso
 	switch {
 	case !ok:
 		return nil, nil, r.err
-	case !isObject:
+	case !isObject && !r.anyRoot:
 		return nil, nil, &jsonError{kind: jsonNotObject, offset: 0}
 	}
 	r.skipSpace()
@@ -167,6 +174,7 @@ type jsonReader struct {
 	src      string
 	pos      int // the next byte to read
 	maxDepth int
+	anyRoot  bool // whether the document may be any value (readJSONValue), not only an object
 	err      *jsonError
 	path     []jsonStep // the path of the value being read, for reporting duplicates
 	dups     []jsonDuplicate

@@ -18,10 +18,11 @@ import (
 // testDepth is the nesting limit the reader is fuzzed with (FHIR's).
 const testDepth = fhirMaxDepth
 
-// referenceReadJSON is readJSON written the simple way, with encoding/json's tokenizer plus the checks
-// it does not make (duplicates, depth, one object). It is the reference FuzzReadJSON holds the
-// reader to; it returns only the error kind, since the tokenizer's offsets are its own.
-func referenceReadJSON(body []byte, maxDepth int) (*jsonNode, []jsonDuplicate, jsonErrorKind) {
+// referenceReadJSON is readJSON (readJSONValue when anyRoot) written the simple way, with encoding/json's
+// tokenizer plus the checks it does not make (duplicates, depth, one object). It is the reference
+// FuzzReadJSON holds the reader to; it returns only the error kind, since the tokenizer's offsets are
+// its own.
+func referenceReadJSON(body []byte, maxDepth int, anyRoot bool) (*jsonNode, []jsonDuplicate, jsonErrorKind) {
 	if !utf8.Valid(body) {
 		return nil, nil, jsonNotUTF8
 	}
@@ -38,7 +39,7 @@ func referenceReadJSON(body []byte, maxDepth int) (*jsonNode, []jsonDuplicate, j
 	switch {
 	case err != nil:
 		return nil, nil, referenceErrorKind(err)
-	case root.kind != jsonObject:
+	case root.kind != jsonObject && !anyRoot:
 		return nil, nil, jsonNotObject
 	}
 	if _, err := rr.dec.Token(); err != io.EOF {
@@ -240,42 +241,52 @@ func FuzzReadJSON(f *testing.F) {
 		f.Add(body)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		wantRoot, wantDups, wantKind := referenceReadJSON(body, testDepth)
-		root, dups, err := readJSON(body, testDepth)
-		var kind jsonErrorKind
-		if err != nil {
-			kind = err.kind
-			if err.offset < 0 || err.offset > len(body) {
-				t.Fatalf("offset %d outside the body of %d bytes for %q", err.offset, len(body), body)
-			}
-		}
-		if kind != wantKind {
-			t.Fatalf("error kind %d, reference %d (%+v) for %q", kind, wantKind, err, body)
-		}
-		if !reflect.DeepEqual(wantRoot, root) {
-			t.Fatalf("tree mismatch for %q:\nreference %s\nreader    %s", body, dumpTree(wantRoot), dumpTree(root))
-		}
-		if diff := cmp.Diff(wantDups, dups, cmp.AllowUnexported(jsonDuplicate{}, jsonStep{})); diff != "" {
-			t.Fatalf("duplicates mismatch for %q (-reference +reader):\n%s", body, diff)
-		}
-		if err != nil {
-			return
-		}
-		if !json.Valid(body) {
-			t.Fatalf("readJSON accepted %q, which json.Valid rejects", body)
-		}
-		if len(dups) == 0 {
-			d := json.NewDecoder(bytes.NewReader(body))
-			d.UseNumber()
-			var want any
-			if err := d.Decode(&want); err != nil {
-				t.Fatalf("encoding/json cannot decode %q: %v", body, err)
-			}
-			if got := nodeToAny(root); !reflect.DeepEqual(want, got) {
-				t.Fatalf("values differ from encoding/json for %q:\nencoding/json %#v\nreader        %#v", body, want, got)
-			}
-		}
+		checkReadJSON(t, body, false)
+		checkReadJSON(t, body, true)
 	})
+}
+
+// checkReadJSON is FuzzReadJSON's check of readJSON, or of readJSONValue when anyRoot.
+func checkReadJSON(t *testing.T, body []byte, anyRoot bool) {
+	read := readJSON
+	if anyRoot {
+		read = readJSONValue
+	}
+	wantRoot, wantDups, wantKind := referenceReadJSON(body, testDepth, anyRoot)
+	root, dups, err := read(body, testDepth)
+	var kind jsonErrorKind
+	if err != nil {
+		kind = err.kind
+		if err.offset < 0 || err.offset > len(body) {
+			t.Fatalf("offset %d outside the body of %d bytes for %q", err.offset, len(body), body)
+		}
+	}
+	if kind != wantKind {
+		t.Fatalf("error kind %d, reference %d (%+v) for %q", kind, wantKind, err, body)
+	}
+	if !reflect.DeepEqual(wantRoot, root) {
+		t.Fatalf("tree mismatch for %q:\nreference %s\nreader    %s", body, dumpTree(wantRoot), dumpTree(root))
+	}
+	if diff := cmp.Diff(wantDups, dups, cmp.AllowUnexported(jsonDuplicate{}, jsonStep{})); diff != "" {
+		t.Fatalf("duplicates mismatch for %q (-reference +reader):\n%s", body, diff)
+	}
+	if err != nil {
+		return
+	}
+	if !json.Valid(body) {
+		t.Fatalf("readJSON accepted %q, which json.Valid rejects", body)
+	}
+	if len(dups) == 0 {
+		d := json.NewDecoder(bytes.NewReader(body))
+		d.UseNumber()
+		var want any
+		if err := d.Decode(&want); err != nil {
+			t.Fatalf("encoding/json cannot decode %q: %v", body, err)
+		}
+		if got := nodeToAny(root); !reflect.DeepEqual(want, got) {
+			t.Fatalf("values differ from encoding/json for %q:\nencoding/json %#v\nreader        %#v", body, want, got)
+		}
+	}
 }
 
 // TestReadJSONErrors pins the offsets and kinds the API words its 400s with.
@@ -306,6 +317,14 @@ func TestReadJSONErrors(t *testing.T) {
 		if err == nil || *err != tt.want {
 			t.Errorf("readJSON(%q) error = %+v, want %+v", tt.give, err, tt.want)
 		}
+	}
+	for _, give := range []string{`[1]`, `null`, ` "x" `, `{"a":1}`} {
+		if root, _, err := readJSONValue([]byte(give), 3); err != nil || root == nil {
+			t.Errorf("readJSONValue(%q) = %v, %+v; want a value", give, root, err)
+		}
+	}
+	if _, _, err := readJSONValue([]byte(`[1] x`), 3); err == nil || *err != (jsonError{jsonTrailing, 4}) {
+		t.Errorf("readJSONValue([1] x) error = %+v, want trailing at 4", err)
 	}
 	root, dups, err := readJSON([]byte(`{"a":1,"b":{"c":2,"c":3},"a":[4]}`), 3)
 	if err != nil || len(root.keys) != 2 {

@@ -514,3 +514,27 @@ func TestStartingServer(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondProcessOnDataDirRefused starts the service twice on one DATA_DIR: the second process
+// exits non-zero saying the directory is in use, and the first keeps serving.
+func TestSecondProcessOnDataDirRefused(t *testing.T) {
+	dir := t.TempDir()
+	_, base := startChild(t, dir)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "CLINICALAPI_CHILD=1", "PORT=0", "DATA_DIR="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err == nil || !strings.Contains(stderr.String(), dir) || !strings.Contains(stderr.String(), "in use") {
+		t.Fatalf("second process on %s: %v, stderr %q; want a non-zero exit naming the directory as in use", dir, err, stderr.String())
+	}
+	token := localTestIssuer(t).token(t, allScopes)
+	req, _ := http.NewRequest("POST", base+"/Patient", strings.NewReader(minimalPatient))
+	req.Header.Set("Content-Type", "application/fhir+json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /Patient to the first process after the refused second = %v, %v; want 201", res, err)
+	}
+	res.Body.Close()
+}

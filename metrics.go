@@ -136,9 +136,10 @@ func (rm *routeMetrics) observe(method string, status int, d time.Duration) {
 // storeStats is what the metrics report about the patient store; a store that can tell implements
 // statsReporter (journalStore does; a fork's other store may not, and then has no store metrics).
 type storeStats struct {
-	Patients     int        // current (not deleted) Patients
-	JournalBytes int64      // size of the journal file
-	Fsyncs       *histogram // how long each fsync of the journal took
+	Patients      int           // current (not deleted) Patients
+	JournalBytes  int64         // size of the journal file
+	Fsyncs        *histogram    // how long each fsync of the journal took
+	CheckpointAge time.Duration // since the index checkpoint was written; negative when there is none
 }
 
 // statsReporter is a patientStore that reports storeStats.
@@ -222,6 +223,10 @@ func (m *metrics) appendExposition(b []byte) []byte {
 		e.sample("clinicalapi_journal_bytes", "", float64(st.JournalBytes))
 		e.family("clinicalapi_journal_fsync_duration_seconds", "histogram", "How long each fsync of the Patient journal took (one per group commit).")
 		e.histogram("clinicalapi_journal_fsync_duration_seconds", "", st.Fsyncs.snapshot())
+		if st.CheckpointAge >= 0 {
+			e.family("clinicalapi_checkpoint_age_seconds", "gauge", "Time since the index checkpoint (which shortens the replay at start) was last written.")
+			e.sample("clinicalapi_checkpoint_age_seconds", "", st.CheckpointAge.Seconds())
+		}
 	}
 	appendRuntime(&e)
 	return e.b

@@ -129,3 +129,35 @@ func TestMetricsPromtool(t *testing.T) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out.String())
 	}
 }
+
+// TestStoreStats: the journal store counts current Patients, not deleted ones, and reports its
+// checkpoint's age once one exists (Close writes one).
+func TestStoreStats(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openJournalStore(dir, slog.New(slog.DiscardHandler), time.Now, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(int, time.Time) ([]byte, error) { return []byte(`{"resourceType":"Patient"}`), nil }
+	for _, id := range []string{"a", "b"} {
+		if _, err := s.Create(t.Context(), id, build); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Delete(t.Context(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.Patients != 1 || st.JournalBytes == 0 || st.CheckpointAge >= 0 || st.Fsyncs.snapshot().total() != 3 {
+		t.Errorf("Stats() = %+v (%d fsyncs), want 1 Patient, a journal, no checkpoint, 3 fsyncs", st, st.Fsyncs.snapshot().total())
+	}
+	s.Close()
+	s, err = openJournalStore(dir, slog.New(slog.DiscardHandler), time.Now, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st := s.Stats(); st.Patients != 1 || st.CheckpointAge < 0 || st.CheckpointAge > time.Minute {
+		t.Errorf("after a restart Stats() = %+v, want 1 Patient and a fresh checkpoint", st)
+	}
+}

@@ -242,12 +242,12 @@ func TestTraceContext(t *testing.T) {
 func TestTraceIDInEveryLogLine(t *testing.T) {
 	var logs bytes.Buffer
 	store := testStore(t)
-	store.Close() // every write now fails: a 500, logged
+	store.Close() // every write now fails: a 503, logged
 	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t))
 	req := postPatient(`{"resourceType":"Patient","gender":"female"}`)
 	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	if res := do(t, h, req); res.StatusCode != 500 {
-		t.Fatalf("status %d, want 500 from a closed store", res.StatusCode)
+	if res := do(t, h, req); res.StatusCode != 503 {
+		t.Fatalf("status %d, want 503 from a closed store", res.StatusCode)
 	}
 	var msgs []string
 	for line := range strings.Lines(logs.String()) {

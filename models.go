@@ -184,12 +184,9 @@ const egfrMaxDepth = 16
 // each field's, in egfrFields order, then unknown and duplicate keys in document order, then data
 // after the object. The strict reader (json.go) keeps `Sex` apart from `sex` and reports duplicate
 // keys, which encoding/json would accept silently; JSON null counts as absent.
-func parseEGFRRequest(body []byte) (egfrRequest, []fieldError) {
-	return parseEGFRWith(new(jsonReader), body)
-}
-
-// parseEGFRWith is parseEGFRRequest reading with r, which the hot path reuses.
-func parseEGFRWith(r *jsonReader, body []byte) (egfrRequest, []fieldError) {
+//
+// It reads with r, which the handler reuses (a pooled reader: the hot path allocates almost nothing).
+func parseEGFRRequest(r *jsonReader, body []byte) (egfrRequest, []fieldError) {
 	root, dups, jerr := r.read(body, egfrMaxDepth)
 	if jerr != nil && jerr.kind != jsonTrailing {
 		return egfrRequest{}, []fieldError{*egfrJSONError(jerr)}

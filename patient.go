@@ -125,8 +125,12 @@ func (p fhirPath) String() string {
 func readFHIRJSON(body []byte) (*jsonNode, []fhirIssue) {
 	root, dups, jerr := readJSON(body, fhirMaxDepth)
 	var issues []fhirIssue
+	rootName := "Patient" // paths start with the resource type (a Parameters body's are Parameters....)
+	if rt := root.member("resourceType").str(); fhirIsResourceName(rt) {
+		rootName = rt
+	}
 	for _, d := range dups {
-		p := fhirPath{{name: "Patient"}}
+		p := fhirPath{{name: rootName}}
 		for _, s := range d.path {
 			p = append(p, fhirStep{name: s.key, index: s.index, isItem: s.isItem})
 		}
@@ -137,16 +141,22 @@ func readFHIRJSON(body []byte) (*jsonNode, []fhirIssue) {
 	if jerr == nil {
 		return root, issues
 	}
+	return nil, append(issues, fhirJSONError(jerr, "JSON object"))
+}
+
+// fhirJSONError is the issue for a FHIR request body the JSON reader could not read (read with
+// fhirMaxDepth); doc names what the body should hold, e.g. "JSON object".
+func fhirJSONError(jerr *jsonError, doc string) fhirIssue {
 	msg := map[jsonErrorKind]string{
-		jsonEmpty:     "The body is not valid JSON: it ends before the object is complete.",
-		jsonTruncated: "The body is not valid JSON: it ends before the object is complete.",
+		jsonEmpty:     "The body is not valid JSON: it ends before the " + doc + " is complete.",
+		jsonTruncated: "The body is not valid JSON: it ends before the " + doc + " is complete.",
 		jsonNotUTF8:   "The body is not valid UTF-8.",
 		jsonSyntax:    fmt.Sprintf("The body is not valid JSON (at byte %d).", jerr.offset),
 		jsonTooDeep:   fmt.Sprintf("The body nests JSON objects and arrays more than %d levels deep.", fhirMaxDepth),
 		jsonNotObject: "The body must be a single JSON object (a FHIR resource).",
-		jsonTrailing:  "The body has data after the end of the JSON object.",
+		jsonTrailing:  "The body has data after the end of the " + doc + ".",
 	}[jerr.kind]
-	return nil, append(issues, fhirError("structure", "", msg))
+	return fhirError("structure", "", msg)
 }
 
 // parsePatient validates body (the raw request bytes) as an R4 Patient.
@@ -162,6 +172,12 @@ func parsePatient(body []byte, forCreate bool) (p *patientResource, issues []fhi
 	if root == nil || len(issues) > 0 {
 		return nil, issues, 400
 	}
+	return checkPatient(root, len(body), forCreate)
+}
+
+// checkPatient is parsePatient for a tree readFHIRJSON read without issues; size is the length of the
+// JSON it was read from (or about that).
+func checkPatient(root *jsonNode, size int, forCreate bool) (p *patientResource, issues []fhirIssue, status int) {
 	switch rt := root.member("resourceType"); {
 	case rt == nil:
 		return nil, []fhirIssue{fhirError("required", "", "The body has no resourceType; it must be \"Patient\".")}, 400
@@ -181,7 +197,7 @@ func parsePatient(body []byte, forCreate bool) (p *patientResource, issues []fhi
 	if status != 0 {
 		return nil, v.issues, status
 	}
-	p = &patientResource{root: root, size: len(body)}
+	p = &patientResource{root: root, size: size}
 	if !forCreate {
 		p.bodyID = root.member("id").str()
 	}
@@ -475,9 +491,11 @@ func fhirIsResourceName(s string) bool {
 }
 
 // invariants checks the constraints of typ that span several elements (fhir.md section 3), plus the NHS
-// number business rule (section 8).
+// number business rules (section 8; one per Patient, UK Core).
 func (v *fhirValidator) invariants(n *jsonNode, typ string) {
 	switch typ {
+	case "Patient":
+		v.oneNHSNumber(n)
 	case "Patient.contact":
 		if !n.has("name") && !n.has("telecom") && !n.has("address") && !n.has("organization") {
 			v.add("invariant", "a contact must have a name, telecom, address or organization (pat-1).")
@@ -516,6 +534,36 @@ func (v *fhirValidator) invariants(n *jsonNode, typ string) {
 				v.addAt("business-rule", "value", "an NHS number must be exactly 10 digits with a valid Modulus 11 check digit.")
 			}
 		}
+	}
+}
+
+// oneNHSNumber reports every NHS number identifier after the first. UK Core Patient slices identifier by
+// system and allows one NHS number (identifier:nhsNumber 0..1, FHIR-R4-UKCORE-STAGING-MAIN@3d2827e
+// structuredefinitions/UKCore-Patient.xml lines 135-154), and PDS allows one identifier
+// (personal-demographics-service-api@04f8304 specification/components/schemas/Identifier.yaml: maxItems 1).
+// The slice counts entries, so the same number twice breaks it too; each copy also carries its own
+// verification status extension, and two copies can disagree. Identifiers without a string value are
+// reported by the Identifier rule and not counted here.
+func (v *fhirValidator) oneNHSNumber(patient *jsonNode) {
+	first := -1
+	for i, id := range patient.member("identifier").elems() {
+		val := id.member("value")
+		if id.member("system").str() != fhirNHSNumberSystem || val == nil || val.kind != jsonString {
+			continue
+		}
+		if first < 0 {
+			first = i
+			continue
+		}
+		v.enter(fhirStep{name: "identifier"})
+		v.enter(fhirStep{index: i, isItem: true})
+		if val.text == patient.member("identifier").items[first].member("value").text {
+			v.add("business-rule", "repeats the NHS number of Patient.identifier[%d]; send it once (UK Core Patient allows one NHS number: identifier:nhsNumber 0..1).", first)
+		} else {
+			v.add("business-rule", "is a second NHS number, different from Patient.identifier[%d]'s; a Patient has one (UK Core Patient allows one NHS number: identifier:nhsNumber 0..1).", first)
+		}
+		v.leave()
+		v.leave()
 	}
 }
 

@@ -151,6 +151,7 @@ const (
 	basePhoto   = `{"contentType":"image/png","data":"aGVsbG8="}`
 	baseContact = `{"relationship":[{"text":"mother"}],"name":{"family":"Smith"},"gender":"female"}`
 	baseNHS     = `"value":"9434765919"`
+	baseOID     = `"system":"urn:oid:1.2.3","value":"A1"`
 	baseMarital = `"maritalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-MaritalStatus","code":"M"}]}`
 )
 
@@ -387,6 +388,10 @@ func TestParsePatientInvalid(t *testing.T) {
 		{"nhs_synthetic_bad", baseNHS, `"value":"9991234579"`, false, 422, "business-rule", "Patient.identifier[0].value"},
 		{"nhs_number_type", baseNHS, `"value":9434765919`, false, 400, "structure", "Patient.identifier[0].value"},
 		{"nhs_whitespace_is_400", baseNHS, `"value":"  "`, false, 400, "value", "Patient.identifier[0].value"},
+		{"nhs_second_different", baseOID, `"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9991234578"`, false, 422, "business-rule", "Patient.identifier[1]"},
+		{"nhs_second_same", baseOID, `"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"`, true, 422, "business-rule", "Patient.identifier[1]"},
+		{"nhs_second_without_value", baseOID, `"system":"https://fhir.nhs.uk/Id/nhs-number"`, false, 422, "business-rule", "Patient.identifier[1]"},
+		{"nhs_other_system_same_value", baseOID, `"system":"urn:oid:1.2.3","value":"9434765919"`, false, 0, "", ""},
 
 		// contained: kept as sent, only shape-checked.
 		{"contained_ok", `"active":true`, `"active":true,"contained":[{"resourceType":"Organization","id":"o1","name":"X","extra":{"anything":[1]}}]`, false, 0, "", ""},
@@ -421,6 +426,22 @@ func TestParsePatientInvalid(t *testing.T) {
 				t.Errorf("parsePatient returned resource %v with status %d", p != nil, status)
 			}
 		})
+	}
+}
+
+// TestParsePatientOneNHSNumber: every NHS number after the first is reported against the first, with
+// the rule named; the same number twice is refused too (UK Core's slice counts identifiers).
+func TestParsePatientOneNHSNumber(t *testing.T) {
+	nhs := func(v string) string { return `{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + v + `"}` }
+	body := `{"resourceType":"Patient","identifier":[{"system":"urn:oid:1.2.3","value":"A1"},` +
+		nhs("9434765919") + `,` + nhs("9991234578") + `,` + nhs("9434765919") + `]}`
+	_, issues, status := parsePatient([]byte(body), true)
+	want := []fhirIssue{
+		fhirError("business-rule", "Patient.identifier[2]", "Patient.identifier[2]: is a second NHS number, different from Patient.identifier[1]'s; a Patient has one (UK Core Patient allows one NHS number: identifier:nhsNumber 0..1)."),
+		fhirError("business-rule", "Patient.identifier[3]", "Patient.identifier[3]: repeats the NHS number of Patient.identifier[1]; send it once (UK Core Patient allows one NHS number: identifier:nhsNumber 0..1)."),
+	}
+	if diff := cmp.Diff(want, issues); diff != "" || status != 422 {
+		t.Errorf("status %d, issues (-want +got):\n%s", status, diff)
 	}
 }
 

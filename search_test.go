@@ -486,7 +486,7 @@ func TestPatientIndexSearch(t *testing.T) {
 			if issues != nil {
 				t.Fatalf("parsePatientSearch(%q) issues: %v", tt.give, issues)
 			}
-			total, ids := ix.search(q)
+			total, ids := searchIDs(ix, q)
 			if diff := cmp.Diff(tt.want, ids); diff != "" {
 				t.Errorf("search(%q) ids mismatch (-want +got):\n%s", tt.give, diff)
 			}
@@ -555,7 +555,7 @@ func TestPatientIndexBirthdate(t *testing.T) {
 		if issues != nil {
 			t.Fatalf("parsePatientSearch(birthdate=%s) issues: %v", tt.give, issues)
 		}
-		total, ids := ix.search(q)
+		total, ids := searchIDs(ix, q)
 		if diff := cmp.Diff(tt.want, ids); diff != "" {
 			t.Errorf("search(birthdate=%s) mismatch (-want +got):\n%s", tt.give, diff)
 		}
@@ -594,7 +594,7 @@ func TestPatientIndexPaging(t *testing.T) {
 			if issues != nil {
 				t.Fatalf("parsePatientSearch(%q) issues: %v", tt.give, issues)
 			}
-			total, ids := ix.search(q)
+			total, ids := searchIDs(ix, q)
 			if total != tt.wantTotal {
 				t.Errorf("search(%q) total = %d, want %d", tt.give, total, tt.wantTotal)
 			}
@@ -631,12 +631,12 @@ func TestPatientIndexVersions(t *testing.T) {
 				ix.update(v)
 			}
 			q, _, _ := parsePatientSearch(url.Values{"name": {"a"}}, false)
-			if _, ids := ix.search(q); !cmp.Equal(tt.want, ids) {
+			if _, ids := searchIDs(ix, q); !cmp.Equal(tt.want, ids) {
 				t.Errorf("search(name=a) = %v, want %v", ids, tt.want)
 			}
 			// The scan path (no index) must agree with the name index.
 			q, _, _ = parsePatientSearch(url.Values{"name:contains": {"a"}}, false)
-			_, scanned := ix.search(q)
+			_, scanned := searchIDs(ix, q)
 			wantScan := tt.want
 			if tt.name == "renamedAway" || tt.name == "olderVersionIgnored" {
 				wantScan = []string{"x"} // "Beta" contains an a
@@ -648,13 +648,30 @@ func TestPatientIndexVersions(t *testing.T) {
 	}
 	ix := newPatientIndex()
 	ix.update(patientVersion{ID: "x", Version: 1, Body: []byte("not json")})
-	if total, ids := ix.search(patientQuery{IDs: [][]string{{"x"}}, Count: 10}); total != 1 || !cmp.Equal(ids, []string{"x"}) {
+	if total, ids := searchIDs(ix, patientQuery{IDs: [][]string{{"x"}}, Count: 10}); total != 1 || !cmp.Equal(ids, []string{"x"}) {
 		t.Errorf("undecodable body: search(_id=x) = %d, %v, want 1, [x]", total, ids)
 	}
 }
 
+// searchIDs runs q on ix and returns the total and the page's ids.
+func searchIDs(ix *patientIndex, q patientQuery) (int, []string) {
+	total, hits := ix.search(q)
+	var ids []string
+	for _, h := range hits {
+		ids = append(ids, h.id)
+	}
+	return total, ids
+}
+
+// indexedPart is one name part as the index keeps it.
+type indexedPart struct {
+	Kind          byte
+	Exact, Folded string
+}
+
 // TestPatientIndexFieldsMatchParser checks that what the index keeps of a stored body (read again,
-// without validation) is what parsePatient's searchFields reads, for every fixture.
+// without validation) is what parsePatient's searchFields reads, for every fixture: the identifiers,
+// every name part as written and folded, gender and birthDate.
 func TestPatientIndexFieldsMatchParser(t *testing.T) {
 	fixtures := searchFixtures()
 	fixtures["nulls"] = `{"resourceType":"Patient","name":[{"given":["A",null,"B"],"_given":[null,{"extension":[{"url":"http://e.example","valueString":"x"}]},null]}]}`
@@ -663,12 +680,34 @@ func TestPatientIndexFieldsMatchParser(t *testing.T) {
 		if status != 0 {
 			t.Fatalf("fixture %s: parsePatient issues %v", id, issues)
 		}
-		want := p.searchFields()
+		f := p.searchFields()
+		var wantParts []indexedPart
+		eachNamePart(f.Names, func(kind byte, s string) { wantParts = append(wantParts, indexedPart{kind, s, foldString(s)}) })
 		ix := newPatientIndex()
 		ix.update(patientVersion{ID: "x", Version: 1, Body: []byte(body)})
-		got := ix.entries["x"].fields
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("fixture %s: fields mismatch (-searchFields +update):\n%s", id, diff)
+		i, _ := ix.slotOf("x")
+		var gotIDs []patientIdentifier
+		var gotParts []indexedPart
+		ix.fieldsOf(i).eachIdentifier(func(sys uint32, v []byte) { gotIDs = append(gotIDs, patientIdentifier{ix.system(sys), string(v)}) })
+		ix.fieldsOf(i).eachPart(func(kind byte, exact, folded []byte) {
+			gotParts = append(gotParts, indexedPart{kind, string(exact), string(folded)})
+		})
+		if diff := cmp.Diff(f.Identifiers, gotIDs); diff != "" {
+			t.Errorf("fixture %s: identifiers mismatch (-searchFields +index):\n%s", id, diff)
+		}
+		if diff := cmp.Diff(wantParts, gotParts); diff != "" {
+			t.Errorf("fixture %s: name parts mismatch (-searchFields +index):\n%s", id, diff)
+		}
+		s := ix.slotAt(i)
+		if g := slices.Index(genderCodes, f.Gender) + 1; int(s.gender) != g {
+			t.Errorf("fixture %s: gender %d, want %d (%q)", id, s.gender, g, f.Gender)
+		}
+		if p := fhirDatePrecision(f.BirthDate, false); p > 0 {
+			if lo, hi := dateRange(f.BirthDate, p); s.dateLo != lo || s.dateHi != hi {
+				t.Errorf("fixture %s: birthDate range %d..%d, want %d..%d", id, s.dateLo, s.dateHi, lo, hi)
+			}
+		} else if s.dateLo <= s.dateHi {
+			t.Errorf("fixture %s: birthDate range %d..%d, want none", id, s.dateLo, s.dateHi)
 		}
 	}
 }
@@ -688,13 +727,13 @@ func TestPatientIndexConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range 200 {
 				q, _, _ := parsePatientSearch(queries[(w+i)%len(queries)], false)
-				ix.search(q)
+				searchIDs(ix, q)
 			}
 		})
 	}
 	wg.Wait()
 	q, _, _ := parsePatientSearch(url.Values{"family": {"smith"}, "_count": {"100"}}, false)
-	total, ids := ix.search(q)
+	total, ids := searchIDs(ix, q)
 	// Each writer's last versions: i = 180..199 give ids i%20 with version i+1; deleted when i%3 == 2.
 	var want []string
 	for w := range 4 {
@@ -762,7 +801,7 @@ func BenchmarkPatientSearch100k(b *testing.B) {
 		}
 		b.Run(tt.name, func(b *testing.B) {
 			for b.Loop() {
-				ix.search(q)
+				searchIDs(ix, q)
 			}
 		})
 	}
@@ -806,7 +845,7 @@ func BenchmarkPatientIndexUpdate(b *testing.B) {
 			for _, v := range all {
 				ix.update(v)
 			}
-			ix.search(patientQuery{Count: 1})
+			searchIDs(ix, patientQuery{Count: 1})
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,14 +10,18 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 )
 
-// Journal format: DATA_DIR/patients.journal is the only file; it is appended to and never
-// rewritten, except that opening cuts off a torn final record. It is a sequence of records:
+// Journal format: DATA_DIR/patients.journal holds every version of every Patient. It is appended to
+// and never rewritten, except that opening cuts off a torn final record and upgrades a journal of
+// format 1. It is a sequence of records:
 //
 //	offset  size  field
 //	0       4     payload length n, uint32 little-endian, 1 <= n <= maxRecordPayload
@@ -28,50 +33,71 @@ import (
 // being mistaken for a crash-torn record: a flipped high bit in a middle record's length points
 // past EOF, exactly like a torn tail, and opening would silently cut off every later record.
 //
-// The payload is one version of one Patient:
+// The payload (format 2) is one version of one Patient:
 //
-//	1 byte   record kind: 1 = patient version (anything else is refused)
+//	1 byte   record kind: 2 (1 was format 1, which had no method, created flag or previous offset)
+//	1 byte   the interaction that made it: 1 POST, 2 PUT, 3 PATCH, 4 DELETE
+//	1 byte   flags: bit 0 deleted, bit 1 created (the id had no current version before); others 0
 //	uvarint  version: 1, 2, ... per id, in file order
 //	varint   lastUpdated in Unix milliseconds
-//	1 byte   flags: bit 0 = deleted; the other bits must be 0
+//	uvarint  offset of the id's previous version's record, plus 1 (0 for version 1)
+//	uvarint  length of that record (0 for version 1)
 //	uvarint  length of the id (1..64), then the id bytes
 //	rest     the resource JSON exactly as served; empty for a deleted version
 //
-// Binary rather than JSON so that bodies are stored and replayed byte for byte (json.Marshal
-// compacts and HTML-escapes a json.RawMessage) and replay does not rescan every body;
-// `strings patients.journal` still shows the resources.
+// Memory holds only where each id's current record is (index.go); a read is one positioned read of
+// the journal, and the versions of an id are a chain of previous-record offsets. A checkpoint of the
+// index (checkpoint.go) lets opening skip decoding the records it covers; every record's checksums
+// are still verified at every start.
 //
-// Opening replays the whole file. Only the last record can be incomplete: a crash mid-append
-// leaves a prefix of it or, on file systems that extend the size before the data lands, zeros.
-// So it is a torn tail, cut off with a warning, when there are fewer than 12 bytes left, when a
-// valid header's payload runs past EOF, when everything from the record start to EOF is zero, or
-// when the last record fails its payload checksum and has a zeroed sector (see hasZeroedSector).
-// Anything else -- a header or payload checksum mismatch, a length over the cap (the header check
-// passed, so it was really written, and this writer never does that), an undecodable payload, a
-// version out of sequence -- is corruption wherever it is, the last record included, and opening
-// fails naming the file and byte offset: serving a silently shortened history is worse than not
-// starting.
+// Only the last record can be incomplete: a crash mid-append leaves a prefix of it or, on file
+// systems that extend the size before the data lands, zeros. So it is a torn tail, cut off with a
+// warning, when there are fewer than 12 bytes left, when a valid header's payload runs past EOF,
+// when everything from the record start to EOF is zero, or when the last record fails its payload
+// checksum and has a zeroed sector (see hasZeroedSector). Anything else -- a header or payload
+// checksum mismatch, a length over the cap (the header check passed, so it was really written, and
+// this writer never does that), an undecodable payload, a version or previous offset out of
+// sequence -- is corruption wherever it is, and opening fails naming the file and byte offset:
+// serving a silently shortened history is worse than not starting.
 const (
 	journalFileName    = "patients.journal"
+	lockFileName       = "lock"
 	recordHeaderSize   = 12
 	maxRecordPayload   = 2 << 20
-	recordKindPatient  = 1
+	recordKindV1       = 1
+	recordKindPatient  = 2
 	recordFlagDeleted  = 1
+	recordFlagCreated  = 2
 	maxPatientIDLength = 64      // FHIR id: [A-Za-z0-9\-\.]{1,64}
 	maxBatchBytes      = 4 << 20 // bounds the committer's buffer; one fsync per 4 MiB costs nothing
 )
+
+// recordMethods are the interactions a record names, by their number in the format.
+var recordMethods = [...]string{1: http.MethodPost, 2: http.MethodPut, 3: http.MethodPatch, 4: http.MethodDelete}
+
+// methodCode is method's number in the format.
+func methodCode(method string) byte {
+	for i, m := range recordMethods {
+		if m == method && m != "" {
+			return byte(i)
+		}
+	}
+	panic("no record method for " + method) // the store's own callers pass only these
+}
 
 // journalStore must satisfy the interface the handlers are written against.
 var _ patientStore = (*journalStore)(nil)
 
 // patientVersion is one stored version of a Patient resource.
-// Body is shared with the store (and with every other reader): read it, never modify it.
 type patientVersion struct {
 	ID          string
 	Version     int
 	LastUpdated time.Time // UTC, truncated to milliseconds (FHIR instant)
 	Deleted     bool
 	Body        []byte // resource JSON as served; nil for a deleted version
+	Method      string // the interaction that made it: POST, PUT, PATCH or DELETE
+	Created     bool   // the id had no current version before this one (a create, or an update that created)
+	loc         recordLoc
 }
 
 // buildFunc makes the resource JSON for a new version; the store calls it with the version number
@@ -84,11 +110,12 @@ type buildFunc func(version int, lastUpdated time.Time) ([]byte, error)
 type patientStore interface {
 	// Create records version 1 of a new id; errExists if the id has any history (even deleted).
 	Create(ctx context.Context, id string, build buildFunc) (patientVersion, error)
-	// Update records the next version. ifMatch 0 is unconditional; otherwise it must equal the
-	// current version (a deleted one included) or the result is errVersionConflict, as it is for
-	// an unknown id. An unknown id gets version 1. created reports that the id had no current
-	// representation (unknown or deleted), which is when HTTP PUT answers 201 (RFC 9110 9.3.4).
-	Update(ctx context.Context, id string, ifMatch int, build buildFunc) (v patientVersion, created bool, err error)
+	// Update records the next version, made by method (PUT or PATCH). ifMatch 0 is unconditional;
+	// otherwise it must equal the current version (a deleted one included) or the result is
+	// errVersionConflict, as it is for an unknown id. An unknown id gets version 1. created reports
+	// that the id had no current representation (unknown or deleted), which is when HTTP PUT
+	// answers 201 (RFC 9110 9.3.4).
+	Update(ctx context.Context, id string, ifMatch int, method string, build buildFunc) (v patientVersion, created bool, err error)
 	// Delete records a deleted version. For an unknown id it records nothing and returns the
 	// zero value; for a deleted one it records nothing and returns the current version; existed
 	// is false in both cases.
@@ -99,10 +126,6 @@ type patientStore interface {
 	VRead(ctx context.Context, id string, version int) (patientVersion, error)
 	// History returns every version, newest first; errNotFound if the id never existed.
 	History(ctx context.Context, id string) ([]patientVersion, error)
-	// Each calls fn with the current version of every non-deleted patient, in no particular
-	// order, until fn returns false; it returns ctx.Err() if ctx ends first. It sees a snapshot
-	// taken when it starts and holds no lock while calling fn.
-	Each(ctx context.Context, fn func(patientVersion) bool) error
 	// Search returns how many current Patients match q and the page [q.Offset, q.Offset+q.Count) of
 	// them, in a stable order (search.go defines the query and its semantics).
 	Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error)
@@ -111,13 +134,15 @@ type patientStore interface {
 	Close() error
 }
 
-// Sentinel errors the handlers map to HTTP statuses (404/410, 409, 412); errStoreClosed and any
-// other error is a 5xx.
+// Sentinel errors the handlers map to HTTP statuses (errors.go writeStoreError): 404/410, 409, 412,
+// 503 while the store cannot take writes, 507 when the disk is full; any other error is a 500.
 var (
-	errNotFound        = errors.New("patient not found")
-	errExists          = errors.New("patient already exists")
-	errVersionConflict = errors.New("patient version conflict")
-	errStoreClosed     = errors.New("patient store closed")
+	errNotFound         = errors.New("patient not found")
+	errExists           = errors.New("patient already exists")
+	errVersionConflict  = errors.New("patient version conflict")
+	errStoreUnavailable = errors.New("patient store is not taking writes")
+	errStoreFull        = errors.New("patient store is out of disk space")
+	errStoreClosed      = fmt.Errorf("%w: closed", errStoreUnavailable)
 )
 
 // corruptJournalError says which record of which file failed to replay, so an operator can look
@@ -133,35 +158,23 @@ func (e *corruptJournalError) Error() string {
 	return fmt.Sprintf("patient journal %s: corrupt record at byte offset %d: %s", e.Path, e.Offset, e.Reason)
 }
 
-// journalOptions are openJournal's knobs beyond openJournalStore's; tests and the search index use them.
+// journalOptions are openJournal's knobs beyond openJournalStore's, for tests and benchmarks.
 type journalOptions struct {
 	// FsyncPerWrite gives every write its own fsync instead of sharing one per batch; it exists
 	// so a benchmark can measure what group commit buys.
 	FsyncPerWrite bool
-	// OnCommit, if set, is called with every new version after it is durable and visible to
-	// reads and before its writer is released, one call at a time in commit order, so an index
-	// can follow the store. It must be quick and must not write to the store (that deadlocks).
-	// Replay does not call it: build the initial index with Each before serving.
-	OnCommit func(patientVersion)
 	// Sync makes a file durable; nil means (*os.File).Sync. Tests inject slow or failing ones.
 	Sync func(*os.File) error
-}
-
-// storedVersion is the in-memory form of one version: the id and version number are implied by
-// the map key and slice index, so each version costs 40 bytes plus its body.
-type storedVersion struct {
-	lastUpdated int64 // Unix milliseconds
-	deleted     bool
-	body        []byte
+	// CheckpointEvery is how many journal bytes may be appended before the next checkpoint; 0 means
+	// defaultCheckpointEvery.
+	CheckpointEvery int64
 }
 
 // commitReq is one record on its way to disk; done receives the result of the fsync covering it.
 type commitReq struct {
-	id      string
-	version int
-	stored  storedVersion
-	rec     []byte
-	done    chan error
+	update indexUpdate // the version, ready for the index; the committer fills in its location
+	rec    []byte
+	done   chan error
 }
 
 // idSlot serialises writers of one id from reading the current version until their new version
@@ -171,22 +184,22 @@ type idSlot struct {
 	refs int
 }
 
-// journalStore is the patientStore kept in memory and made durable in an append-only journal.
-// Reads take mu for reading only and never wait for disk; one committer goroutine owns the file,
-// writes each batch of records with one write and one fsync, and only then, briefly under mu,
-// makes the batch visible.
+// journalStore is the patientStore kept in an append-only journal, with an in-memory index of where
+// each id's versions are. Reads take the index's read lock only to find a record, then read it from
+// the file; one committer goroutine owns the file's tail, writes each batch of records with one write
+// and one fsync, and only then makes the batch visible in the index.
 type journalStore struct {
-	path     string
-	log      *slog.Logger
-	now      func() time.Time
-	sync     func(*os.File) error
-	onCommit func(patientVersion)
-	perWrite bool
-	f        *os.File
+	dir, path string
+	log       *slog.Logger
+	now       func() time.Time
+	sync      func(*os.File) error
+	perWrite  bool
+	f         *os.File
+	lock      *os.File // holds the DATA_DIR lock while the store is open
+	ix        *patientIndex
 
-	mu      sync.RWMutex
-	byID    map[string][]storedVersion // index i holds version i+1
-	failErr error                      // set once a write or fsync fails; writes stop for good
+	stateMu sync.RWMutex
+	failErr error // set once a write's outcome is unknown (fsync failed); writes stop until restart
 	closed  bool
 
 	slotsMu sync.Mutex
@@ -199,49 +212,20 @@ type journalStore struct {
 	closeErr  error
 
 	// Owned by the committer goroutine after open.
-	buf  []byte
-	size int64
-
-	index *patientIndex // set by openJournalStore; nil for a bare openJournal
+	buf     []byte
+	size    int64
+	last    recordLoc // the last record, and its payload checksum: what a checkpoint ends with
+	lastCRC uint32
+	cp      checkpointState
 
 	fsyncs histogram // how long each fsync took, for the metrics (Stats, metrics.go)
 }
 
-// openJournalStore opens (creating if needed) the patient journal in dir and replays it. With
-// fsyncPerWrite every write gets its own fsync; otherwise concurrent writes share one. Only one
-// process may use dir at a time: nothing locks it, and two writers would interleave records.
-// Its search index is built from the replayed patients and kept current by every commit.
+// openJournalStore opens (creating if needed) the patient journal in dir, taking the directory's
+// lock, and loads its index from the checkpoint and the journal. With fsyncPerWrite every write gets
+// its own fsync; otherwise concurrent writes share one.
 func openJournalStore(dir string, log *slog.Logger, now func() time.Time, fsyncPerWrite bool) (*journalStore, error) {
-	ix := newPatientIndex()
-	s, err := openJournal(dir, log, now, journalOptions{FsyncPerWrite: fsyncPerWrite, OnCommit: ix.update})
-	if err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	s.Each(context.Background(), func(v patientVersion) bool { ix.update(v); return true })
-	s.index = ix
-	if log != nil {
-		log.Info("patient search index built", "took", time.Since(start).String())
-	}
-	return s, nil
-}
-
-// Search runs q against the index and reads the page's current versions; a patient deleted between
-// the two is left out of the page.
-func (s *journalStore) Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error) {
-	if s.index == nil {
-		return 0, nil, errors.New("search: store opened without an index")
-	}
-	total, ids := s.index.search(q)
-	page = make([]patientVersion, 0, len(ids))
-	for _, id := range ids {
-		v, err := s.Read(ctx, id)
-		if err != nil || v.Deleted {
-			continue
-		}
-		page = append(page, v)
-	}
-	return total, page, nil
+	return openJournal(dir, log, now, journalOptions{FsyncPerWrite: fsyncPerWrite})
 }
 
 // openJournal is openJournalStore with every option; a corrupt journal gives a *corruptJournalError.
@@ -258,38 +242,175 @@ func openJournal(dir string, log *slog.Logger, now func() time.Time, opts journa
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open patient store: %w", err)
 	}
-	path := filepath.Join(dir, journalFileName)
-	f, err := openJournalFile(path)
+	lock, err := lockDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("open patient store: %w", err)
+		return nil, err
 	}
 	s := &journalStore{
-		path:     path,
-		log:      log,
-		now:      now,
-		sync:     opts.Sync,
-		onCommit: opts.OnCommit,
-		perWrite: opts.FsyncPerWrite,
-		f:        f,
-		byID:     make(map[string][]storedVersion),
-		slots:    make(map[string]*idSlot),
-		reqs:     make(chan *commitReq),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		dir: dir, path: filepath.Join(dir, journalFileName), log: log, now: now, sync: opts.Sync,
+		perWrite: opts.FsyncPerWrite, lock: lock,
+		slots: make(map[string]*idSlot), reqs: make(chan *commitReq), stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	start := time.Now()
-	if err := s.replay(); err != nil {
-		f.Close()
+	s.cp.every = cmpOr(opts.CheckpointEvery, defaultCheckpointEvery)
+	if err := s.open(); err != nil {
+		if s.f != nil {
+			s.f.Close()
+		}
+		lock.Close()
 		var corrupt *corruptJournalError
 		if errors.As(err, &corrupt) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("open patient store: %w", err)
 	}
-	log.Info("patient journal open", "file", path, "bytes", s.size, "patients", len(s.byID),
-		"took", time.Since(start).Round(time.Millisecond).String())
 	go s.commitLoop()
 	return s, nil
+}
+
+// cmpOr returns v, or def when v is 0.
+func cmpOr(v, def int64) int64 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// lockDir takes an exclusive lock on dir (flock on dir/lock, released when the process ends), so that
+// a second process on the same DATA_DIR stops at start instead of interleaving records.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open patient store: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("DATA_DIR %s is in use by another process (it holds %s); stop it, or give this one another DATA_DIR",
+				dir, filepath.Join(dir, lockFileName))
+		}
+		return nil, fmt.Errorf("open patient store: lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// open opens the journal file, upgrading a format 1 journal, and builds the index: from the
+// checkpoint and the journal's tail after it when the checkpoint is good, else from every record.
+func (s *journalStore) open() error {
+	start := time.Now()
+	if err := upgradeJournal(s.path, s.log, s.sync); err != nil {
+		return err
+	}
+	f, err := openJournalFile(s.path)
+	if err != nil {
+		return err
+	}
+	s.f = f
+	ix, from, reason := s.loadCheckpoint()
+	records := 0
+	if ix != nil {
+		s.ix = ix
+		if records, err = s.replay(from); errors.Is(err, errStaleCheckpoint) {
+			ix, reason = nil, err.Error()
+		} else if err != nil {
+			return err
+		}
+	}
+	if ix == nil {
+		s.log.Info("patient journal: replaying every record", "file", s.path, "reason", reason)
+		s.ix, from = newPatientIndex(), 0
+		if records, err = s.replay(0); err != nil {
+			return err
+		}
+	}
+	s.cp.last = from
+	s.cp.due = s.size-from >= s.cp.every/4 // a long replay is worth not doing again
+	debug.FreeOSMemory()                   // what replay and the checkpoint's decoding left behind
+	s.log.Info("patient journal open", "file", s.path, "bytes", s.size, "patients", s.ix.n,
+		"records_replayed", records, "took", time.Since(start).Round(time.Millisecond).String())
+	return nil
+}
+
+// upgradeJournal rewrites a format 1 journal in format 2, in place: into a new file beside it, made
+// durable, then renamed over it (so a crash leaves one or the other). Format 1 did not record the
+// interaction, whether a version created its id, or where the previous version is; the upgrade
+// infers them as format 1's history did: a deletion is a DELETE, version 1 a POST, any other version
+// a PUT, which created its id when it followed a deletion. A torn tail is dropped; corruption stops
+// the upgrade, leaving the journal as it was.
+func upgradeJournal(path string, log *slog.Logger, sync func(*os.File) error) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc, err := newRecordScanner(f)
+	if err != nil {
+		return err
+	}
+	if payload, n, _, err := sc.next(); err != nil || n == 0 || payload[0] != recordKindV1 {
+		return err // empty, format 2, or for open to report
+	}
+	tmp := path + ".upgrade"
+	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // a no-op once renamed
+	defer out.Close()
+	w := bufio.NewWriterSize(out, 1<<20)
+	var written int64
+	current := map[string]slot{} // each id's latest version in the new file
+	for sc.off < sc.size {
+		payload, n, reason, err := sc.next()
+		if err != nil {
+			return err
+		}
+		if reason != "" {
+			return &corruptJournalError{Path: path, Offset: sc.off, Reason: reason}
+		}
+		if n == 0 {
+			log.Warn("patient journal upgrade: dropping torn final record", "file", path, "offset", sc.off)
+			break
+		}
+		r, err := decodePayload(payload)
+		if err != nil || r.kind != recordKindV1 || r.version != int(current[r.id].version)+1 {
+			return &corruptJournalError{Path: path, Offset: sc.off, Reason: "not a format 1 record continuing its id's history"}
+		}
+		cur, method := current[r.id], http.MethodPut
+		prev := recordLoc{off: -1}
+		if r.version > 1 {
+			prev = cur.rec
+		}
+		v := r.patientVersion()
+		switch v.Created = !cur.live; {
+		case r.deleted:
+			method, v.Created = http.MethodDelete, false
+		case r.version == 1:
+			method = http.MethodPost
+		}
+		rec, err := encodeRecord(v, methodCode(method), prev)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(rec); err != nil {
+			return err
+		}
+		current[r.id] = slot{rec: recordLoc{written, uint32(len(rec))}, version: uint32(r.version), live: !r.deleted}
+		written += int64(len(rec))
+		sc.off += n
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := sync(out); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	log.Info("patient journal upgraded from format 1 to format 2", "file", path, "patients", len(current), "bytes", written)
+	return syncDir(filepath.Dir(path))
 }
 
 // openJournalFile opens the journal for appending, creating it if needed; a new file's directory
@@ -309,7 +430,7 @@ func openJournalFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// syncDir makes a directory's entries (a newly created file) durable.
+// syncDir makes a directory's entries (a newly created or renamed file) durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -325,83 +446,81 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// replay reads the whole journal into memory and rebuilds byID, cutting off a torn tail (see the
-// format comment). Bodies are slices of the one buffer the file is read into, which the store
-// keeps anyway, so replay allocates almost nothing per record.
-func (s *journalStore) replay() error {
-	info, err := s.f.Stat()
+// replay reads the journal from byte from (0, or where the checkpoint ends) and brings the index up to
+// date with every record after it, cutting off a torn tail. Before from it verifies each record's
+// framing and checksums without decoding it; a journal that does not reach from at a record boundary
+// is not the one the checkpoint was made from (errStaleCheckpoint). It returns how many records it
+// applied.
+func (s *journalStore) replay(from int64) (int, error) {
+	sc, err := newRecordScanner(s.f)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("read %s: %w", s.path, err)
 	}
-	size := info.Size()
-	data := make([]byte, size)
-	if _, err := io.ReadFull(io.NewSectionReader(s.f, 0, size), data); err != nil {
-		return fmt.Errorf("read %s: %w", s.path, err)
+	applied := 0
+	for sc.off < sc.size {
+		payload, n, reason, err := sc.next()
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("read %s: %w", s.path, err)
+		case reason != "":
+			return 0, s.corrupt(sc.off, reason)
+		case n == 0 && sc.off < from:
+			return 0, fmt.Errorf("%w: the journal ends at byte offset %d, before the %d bytes it covers", errStaleCheckpoint, sc.off, from)
+		case n == 0:
+			return applied, s.cutTornTail(sc.off, sc.size)
+		case sc.off < from && sc.off+n > from:
+			return 0, fmt.Errorf("%w: it ends at byte offset %d, inside a record", errStaleCheckpoint, from)
+		}
+		loc := recordLoc{sc.off, uint32(n)}
+		if sc.off >= from {
+			if err := s.replayRecord(payload, loc); err != nil {
+				return 0, err
+			}
+			applied++
+		}
+		s.last, s.lastCRC = loc, crc32c(payload)
+		sc.off += n
 	}
-	var off int64
-	torn := false
-	for off < size {
-		payload, n, reason := nextRecord(data, off)
-		if torn = n == 0 && reason == ""; torn {
-			break
-		}
-		if reason != "" {
-			return s.corrupt(off, reason)
-		}
-		id, version, sv, err := decodePayload(payload)
-		if err != nil {
-			return s.corrupt(off, "undecodable payload: "+err.Error())
-		}
-		hist := s.byID[id]
-		if version != len(hist)+1 {
-			return s.corrupt(off, fmt.Sprintf("version %d of patient %q follows version %d", version, id, len(hist)))
-		}
-		s.byID[id] = append(hist, sv)
-		off += n
+	if sc.off < from {
+		return 0, fmt.Errorf("%w: the journal has %d bytes, fewer than the %d it covers", errStaleCheckpoint, sc.off, from)
 	}
-	if torn {
-		s.log.Warn("patient journal: cutting off torn final record left by a crash",
-			"file", s.path, "offset", off, "bytes", size-off)
-		if err := s.f.Truncate(off); err != nil {
-			return fmt.Errorf("truncate torn tail of %s: %w", s.path, err)
-		}
-		if err := s.sync(s.f); err != nil {
-			return fmt.Errorf("fsync %s: %w", s.path, err)
-		}
+	s.size = sc.off
+	return applied, nil
+}
+
+// replayRecord decodes the record at loc and applies it, checking it continues its id's history.
+func (s *journalStore) replayRecord(payload []byte, loc recordLoc) error {
+	r, err := decodePayload(payload)
+	if err != nil {
+		return s.corrupt(loc.off, "undecodable payload: "+err.Error())
 	}
-	s.size = off
+	if r.kind == recordKindV1 {
+		return s.corrupt(loc.off, "a format 1 record in a format 2 journal")
+	}
+	cur, ok := s.ix.lookup(r.id)
+	switch {
+	case !ok && (r.version != 1 || r.prev.off >= 0):
+		return s.corrupt(loc.off, fmt.Sprintf("version %d of patient %q has no earlier version", r.version, r.id))
+	case ok && (r.version != int(cur.version)+1 || r.prev != cur.rec):
+		return s.corrupt(loc.off, fmt.Sprintf("version %d of patient %q does not follow version %d at byte offset %d", r.version, r.id, cur.version, cur.rec.off))
+	}
+	v := r.patientVersion()
+	v.loc = loc
+	s.ix.update(v)
 	return nil
 }
 
-// nextRecord checks the framing of the record at data[off:] (see the format comment) and returns its
-// payload and length. A torn tail gives n 0 and no reason; corruption gives the reason.
-func nextRecord(data []byte, off int64) (payload []byte, n int64, reason string) {
-	rest := data[off:]
-	if len(rest) < recordHeaderSize {
-		return nil, 0, ""
+// cutTornTail cuts the journal at off, where a torn final record starts.
+func (s *journalStore) cutTornTail(off, size int64) error {
+	s.log.Warn("patient journal: cutting off torn final record left by a crash", "file", s.path, "offset", off, "bytes", size-off)
+	if err := s.f.Truncate(off); err != nil {
+		return fmt.Errorf("truncate torn tail of %s: %w", s.path, err)
 	}
-	length := binary.LittleEndian.Uint32(rest[0:4])
-	if crc32c(rest[0:8]) != binary.LittleEndian.Uint32(rest[8:12]) {
-		if allZeroBytes(rest) {
-			return nil, 0, ""
-		}
-		return nil, 0, "header checksum mismatch"
+	if err := s.sync(s.f); err != nil {
+		return fmt.Errorf("fsync %s: %w", s.path, err)
 	}
-	if length == 0 || length > maxRecordPayload {
-		return nil, 0, fmt.Sprintf("payload length %d outside 1..%d", length, maxRecordPayload)
-	}
-	end := recordHeaderSize + int64(length)
-	if int64(len(rest)) < end {
-		return nil, 0, ""
-	}
-	payload = rest[recordHeaderSize:end]
-	if crc32c(payload) != binary.LittleEndian.Uint32(rest[4:8]) {
-		if (int64(len(rest)) == end || allZeroBytes(rest[end:])) && hasZeroedSector(data, off, off+end) {
-			return nil, 0, ""
-		}
-		return nil, 0, "payload checksum mismatch"
-	}
-	return payload, end, ""
+	s.size = off
+	return nil
 }
 
 // corrupt makes the error for a bad record at off.
@@ -409,59 +528,167 @@ func (s *journalStore) corrupt(off int64, reason string) error {
 	return &corruptJournalError{Path: s.path, Offset: off, Reason: reason}
 }
 
-// crc32c is the record checksum: CRC-32C, which CPUs compute in hardware.
-func crc32c(p []byte) uint32 {
-	return crc32.Checksum(p, crc32.MakeTable(crc32.Castagnoli)) // MakeTable caches Castagnoli's table
+// recordScanner reads a journal's records in order through a window of the file, so replay neither
+// reads the whole file into memory nor makes a system call per record.
+type recordScanner struct {
+	f         *os.File
+	size, off int64  // the file's size and the next record's offset
+	win       []byte // the bytes at winOff..
+	winOff    int64
 }
 
-// allZeroBytes reports whether p holds only zero bytes (space a crash left allocated but unwritten).
-func allZeroBytes(p []byte) bool {
-	for _, b := range p {
-		if b != 0 {
-			return false
-		}
+// scanWindow is how much of the journal the scanner reads at a time.
+const scanWindow = 4 << 20
+
+func newRecordScanner(f *os.File) (*recordScanner, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
 	}
-	return true
+	return &recordScanner{f: f, size: info.Size()}, nil
 }
 
-// hasZeroedSector reports whether the record at data[start:end] has an all-zero 512-byte sector
-// (aligned to the file), or an all-zero run from a sector boundary to EOF: what a crash leaves
-// where the file grew but the data never reached the disk (etcd's WAL decoder, isTornEntry, uses
-// the same test). A bit flip cannot produce one, and a valid record never contains one: zero bytes
-// occur only in its header and binary prefix, which are far shorter than a sector, and it ends
+// bytes returns the file's bytes [off, off+n), or fewer at EOF; valid until the next call.
+func (sc *recordScanner) bytes(off, n int64) ([]byte, error) {
+	n = min(n, sc.size-off)
+	if off < sc.winOff || off+n > sc.winOff+int64(len(sc.win)) {
+		w := min(max(n, scanWindow), sc.size-off)
+		if int64(cap(sc.win)) < w {
+			sc.win = make([]byte, w)
+		}
+		sc.win = sc.win[:w]
+		if _, err := sc.f.ReadAt(sc.win, off); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		sc.winOff = off
+	}
+	return sc.win[off-sc.winOff : off-sc.winOff+n], nil
+}
+
+// next checks the framing of the record at sc.off (see the format comment) and returns its payload and
+// length. A torn tail gives n 0 and no reason; corruption gives the reason.
+func (sc *recordScanner) next() (payload []byte, n int64, reason string, err error) {
+	rest := sc.size - sc.off
+	hdr, err := sc.bytes(sc.off, recordHeaderSize)
+	if err != nil || rest < recordHeaderSize {
+		return nil, 0, "", err
+	}
+	length := binary.LittleEndian.Uint32(hdr[0:4])
+	payloadCRC := binary.LittleEndian.Uint32(hdr[4:8])
+	if crc32c(hdr[0:8]) != binary.LittleEndian.Uint32(hdr[8:12]) {
+		if zero, err := sc.zeroFrom(sc.off); err != nil || zero {
+			return nil, 0, "", err
+		}
+		return nil, 0, "header checksum mismatch", nil
+	}
+	if length == 0 || length > maxRecordPayload {
+		return nil, 0, fmt.Sprintf("payload length %d outside 1..%d", length, maxRecordPayload), nil
+	}
+	end := recordHeaderSize + int64(length)
+	if rest < end {
+		return nil, 0, "", nil
+	}
+	rec, err := sc.bytes(sc.off, end)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	if crc32c(rec[recordHeaderSize:]) != payloadCRC {
+		zero, err := sc.zeroFrom(sc.off + end)
+		if err != nil {
+			return nil, 0, "", err
+		}
+		if (rest == end || zero) && hasZeroedSector(rec, sc.off, sc.size) {
+			return nil, 0, "", nil
+		}
+		return nil, 0, "payload checksum mismatch", nil
+	}
+	return rec[recordHeaderSize:], end, "", nil
+}
+
+// zeroFrom reports whether the file holds only zero bytes from off to EOF (space a crash left
+// allocated but unwritten).
+func (sc *recordScanner) zeroFrom(off int64) (bool, error) {
+	for off < sc.size {
+		b, err := sc.bytes(off, scanWindow)
+		if err != nil {
+			return false, err
+		}
+		for _, c := range b {
+			if c != 0 {
+				return false, nil
+			}
+		}
+		off += int64(len(b))
+	}
+	return true, nil
+}
+
+// hasZeroedSector reports whether rec, the record at file offset start, has an all-zero 512-byte
+// sector (aligned to the file), or an all-zero run from a sector boundary to EOF (size): what a crash
+// leaves where the file grew but the data never reached the disk (etcd's WAL decoder, isTornEntry,
+// uses the same test). A bit flip cannot produce one, and a valid record never contains one: zero
+// bytes occur only in its header and binary prefix, which are far shorter than a sector, and it ends
 // in the id or the JSON body, neither of which holds a zero byte.
-func hasZeroedSector(data []byte, start, end int64) bool {
+func hasZeroedSector(rec []byte, start, size int64) bool {
 	const sector = 512
+	end := start + int64(len(rec))
 	for a := (start + sector - 1) / sector * sector; a < end; a += sector {
 		b := min(a+sector, end)
-		if (b-a == sector || b == int64(len(data))) && allZeroBytes(data[a:b]) {
+		if b-a != sector && b != size {
+			continue
+		}
+		zero := true
+		for _, c := range rec[a-start : b-start] {
+			zero = zero && c == 0
+		}
+		if zero {
 			return true
 		}
 	}
 	return false
 }
 
-// encodeRecord frames one version as a journal record and returns it with the offset of the body
-// within it.
-func encodeRecord(id string, version int, lastUpdated int64, deleted bool, body []byte) ([]byte, int, error) {
-	rec := make([]byte, recordHeaderSize, recordHeaderSize+1+3*binary.MaxVarintLen64+1+len(id)+len(body))
-	rec = append(rec, recordKindPatient)
-	rec = binary.AppendUvarint(rec, uint64(version))
-	rec = binary.AppendVarint(rec, lastUpdated)
+// crc32c is the record checksum: CRC-32C, which CPUs compute in hardware.
+func crc32c(p []byte) uint32 {
+	return crc32.Checksum(p, crc32.MakeTable(crc32.Castagnoli)) // MakeTable caches Castagnoli's table
+}
+
+// journalRecord is a decoded record payload.
+type journalRecord struct {
+	kind             byte
+	method           byte
+	deleted, created bool
+	version          int
+	lastUpdated      int64
+	prev             recordLoc // the previous version's record; offset -1 for none (and in format 1)
+	id               string
+	body             []byte
+}
+
+// encodeRecord frames one version as a journal record; prev is the id's previous version's record
+// (offset -1 for none).
+func encodeRecord(v patientVersion, method byte, prev recordLoc) ([]byte, error) {
+	rec := make([]byte, recordHeaderSize, recordHeaderSize+3+5*binary.MaxVarintLen64+len(v.ID)+len(v.Body))
 	var flags byte
-	if deleted {
+	if v.Deleted {
 		flags |= recordFlagDeleted
 	}
-	rec = append(rec, flags)
-	rec = binary.AppendUvarint(rec, uint64(len(id)))
-	rec = append(rec, id...)
-	bodyOff := len(rec)
-	rec = append(rec, body...)
+	if v.Created {
+		flags |= recordFlagCreated
+	}
+	rec = append(rec, recordKindPatient, method, flags)
+	rec = binary.AppendUvarint(rec, uint64(v.Version))
+	rec = binary.AppendVarint(rec, v.LastUpdated.UnixMilli())
+	rec = binary.AppendUvarint(rec, uint64(prev.off+1))
+	rec = binary.AppendUvarint(rec, uint64(prev.n))
+	rec = binary.AppendUvarint(rec, uint64(len(v.ID)))
+	rec = append(rec, v.ID...)
+	rec = append(rec, v.Body...)
 	if n := len(rec) - recordHeaderSize; n > maxRecordPayload {
-		return nil, 0, fmt.Errorf("patient record of %d bytes exceeds the %d-byte limit", n, maxRecordPayload)
+		return nil, fmt.Errorf("patient record of %d bytes exceeds the %d-byte limit", n, maxRecordPayload)
 	}
 	sealRecord(rec)
-	return rec, bodyOff, nil
+	return rec, nil
 }
 
 // sealRecord fills in the header of rec, whose payload follows recordHeaderSize reserved bytes.
@@ -472,187 +699,250 @@ func sealRecord(rec []byte) {
 	binary.LittleEndian.PutUint32(rec[8:12], crc32c(rec[0:8]))
 }
 
-// decodePayload parses a record payload whose checksum has passed, checking everything the
-// writer guarantees so that a bug or a foreign file is caught at open, not served.
-func decodePayload(p []byte) (id string, version int, sv storedVersion, err error) {
-	if p[0] != recordKindPatient {
-		return "", 0, sv, fmt.Errorf("unknown record kind %d", p[0])
-	}
+// decodePayload parses a record payload (format 2, or format 1 for the upgrade) whose checksum has
+// passed, checking everything the writer guarantees so that a bug or a foreign file is caught at
+// open, not served. The body is a view into p.
+func decodePayload(p []byte) (r journalRecord, err error) {
+	r.kind, r.prev = p[0], recordLoc{off: -1}
 	p = p[1:]
-	v, k := binary.Uvarint(p)
-	if k <= 0 || v < 1 || v > math.MaxInt32 {
-		return "", 0, sv, errors.New("bad version")
+	switch r.kind {
+	case recordKindPatient:
+		if len(p) < 2 || p[0] < 1 || int(p[0]) >= len(recordMethods) || p[1]&^(recordFlagDeleted|recordFlagCreated) != 0 {
+			return r, errors.New("bad method or flags")
+		}
+		r.method, r.deleted, r.created = p[0], p[1]&recordFlagDeleted != 0, p[1]&recordFlagCreated != 0
+		p = p[2:]
+	case recordKindV1:
+	default:
+		return r, fmt.Errorf("unknown record kind %d", r.kind)
 	}
-	p = p[k:]
-	ms, k := binary.Varint(p)
-	if k <= 0 {
-		return "", 0, sv, errors.New("bad timestamp")
+	nums := 4 // version, lastUpdated (zigzag), previous offset+1, previous length
+	if r.kind == recordKindV1 {
+		nums = 2
 	}
-	p = p[k:]
-	if len(p) == 0 || p[0]&^recordFlagDeleted != 0 {
-		return "", 0, sv, errors.New("bad flags")
+	var f [4]uint64
+	for i := range nums {
+		v, k := binary.Uvarint(p)
+		if k <= 0 {
+			return r, errors.New("truncated number")
+		}
+		f[i], p = v, p[k:]
 	}
-	deleted := p[0]&recordFlagDeleted != 0
-	p = p[1:]
+	if f[0] < 1 || f[0] > math.MaxInt32 || f[2] > math.MaxInt64 || f[3] > math.MaxUint32 || (f[2] == 0) != (f[3] == 0) {
+		return r, errors.New("bad version or previous record")
+	}
+	r.version, r.lastUpdated = int(f[0]), int64(f[1]>>1)^-int64(f[1]&1)
+	r.prev = recordLoc{int64(f[2]) - 1, uint32(f[3])}
+	if r.kind == recordKindV1 {
+		if len(p) == 0 || p[0]&^recordFlagDeleted != 0 {
+			return r, errors.New("bad flags")
+		}
+		r.deleted, p = p[0]&recordFlagDeleted != 0, p[1:]
+	}
 	n, k := binary.Uvarint(p)
 	if k <= 0 || n == 0 || n > maxPatientIDLength || n > uint64(len(p)-k) {
-		return "", 0, sv, errors.New("bad id length")
+		return r, errors.New("bad id length")
 	}
-	id = string(p[k : k+int(n)])
-	body := p[k+int(n):]
+	r.id, r.body = string(p[k:k+int(n)]), p[k+int(n):]
 	switch {
-	case deleted && len(body) != 0:
-		return "", 0, sv, errors.New("deleted version has a body")
-	case !deleted && len(body) == 0:
-		return "", 0, sv, errors.New("version has no body")
+	case r.deleted && len(r.body) != 0:
+		return r, errors.New("deleted version has a body")
+	case !r.deleted && len(r.body) == 0:
+		return r, errors.New("version has no body")
+	case r.deleted:
+		r.body = nil
 	}
-	if deleted {
-		body = nil
-	}
-	return id, int(v), storedVersion{lastUpdated: ms, deleted: deleted, body: body[:len(body):len(body)]}, nil
+	return r, nil
 }
 
-// patientVersion turns a stored version back into the form the handlers use.
-func (sv storedVersion) patientVersion(id string, version int) patientVersion {
-	return patientVersion{
-		ID:          id,
-		Version:     version,
-		LastUpdated: time.UnixMilli(sv.lastUpdated).UTC(),
-		Deleted:     sv.deleted,
-		Body:        sv.body,
+// patientVersion turns a decoded record into the form the handlers use.
+func (r journalRecord) patientVersion() patientVersion {
+	return patientVersion{ID: r.id, Version: r.version, LastUpdated: time.UnixMilli(r.lastUpdated).UTC(),
+		Deleted: r.deleted, Body: r.body, Method: recordMethods[r.method], Created: r.created}
+}
+
+// readRecord reads and decodes the record at loc. A record that fails its checksum (the disk changed
+// under the journal since it was opened) is an error, not data.
+func (s *journalStore) readRecord(loc recordLoc) (journalRecord, error) {
+	rec := make([]byte, loc.n)
+	if _, err := s.f.ReadAt(rec, loc.off); errors.Is(err, os.ErrClosed) {
+		return journalRecord{}, errStoreClosed
+	} else if err != nil {
+		return journalRecord{}, fmt.Errorf("read %s at byte offset %d: %w", s.path, loc.off, err)
 	}
+	if len(rec) < recordHeaderSize || crc32c(rec[recordHeaderSize:]) != binary.LittleEndian.Uint32(rec[4:8]) {
+		return journalRecord{}, s.corrupt(loc.off, "payload checksum mismatch on read")
+	}
+	r, err := decodePayload(rec[recordHeaderSize:])
+	if err != nil {
+		return journalRecord{}, s.corrupt(loc.off, "undecodable payload on read: "+err.Error())
+	}
+	return r, nil
+}
+
+// version reads the version whose record is at loc.
+func (s *journalStore) version(loc recordLoc) (patientVersion, error) {
+	r, err := s.readRecord(loc)
+	if err != nil {
+		return patientVersion{}, err
+	}
+	v := r.patientVersion()
+	v.loc = loc
+	return v, nil
+}
+
+// Read implements patientStore.
+func (s *journalStore) Read(_ context.Context, id string) (patientVersion, error) {
+	s.ix.mu.RLock()
+	cur, ok := s.ix.lookup(id)
+	s.ix.mu.RUnlock()
+	if !ok {
+		return patientVersion{}, errNotFound
+	}
+	return s.version(cur.rec)
+}
+
+// VRead implements patientStore: it follows the chain of previous versions back to the one asked for.
+func (s *journalStore) VRead(ctx context.Context, id string, version int) (patientVersion, error) {
+	var found patientVersion
+	err := s.walk(ctx, id, func(v patientVersion) bool {
+		if v.Version == version {
+			found = v
+		}
+		return v.Version > version
+	})
+	if err == nil && found.Version == 0 {
+		err = errNotFound
+	}
+	return found, err
+}
+
+// History implements patientStore.
+func (s *journalStore) History(ctx context.Context, id string) ([]patientVersion, error) {
+	var out []patientVersion
+	err := s.walk(ctx, id, func(v patientVersion) bool { out = append(out, v); return true })
+	return out, err
+}
+
+// walk calls fn with id's versions, newest first, while it returns true.
+func (s *journalStore) walk(ctx context.Context, id string, fn func(patientVersion) bool) error {
+	s.ix.mu.RLock()
+	cur, ok := s.ix.lookup(id)
+	s.ix.mu.RUnlock()
+	if !ok {
+		return errNotFound
+	}
+	for loc := cur.rec; ; {
+		r, err := s.readRecord(loc)
+		if err != nil {
+			return err
+		}
+		v := r.patientVersion()
+		v.loc = loc
+		if !fn(v) || r.prev.off < 0 || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		loc = r.prev
+	}
+}
+
+// Search runs q against the index and reads the page's current versions; a Patient changed between
+// the two is read as it is now (and left out if it was deleted).
+func (s *journalStore) Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error) {
+	total, hits := s.ix.search(q)
+	page = make([]patientVersion, 0, len(hits))
+	for _, h := range hits {
+		v, err := s.version(h.loc)
+		if err != nil {
+			return 0, nil, err
+		}
+		if !v.Deleted {
+			page = append(page, v)
+		}
+	}
+	return total, page, nil
 }
 
 // Create implements patientStore.
 func (s *journalStore) Create(ctx context.Context, id string, build buildFunc) (patientVersion, error) {
-	hist, release, err := s.begin(ctx, id)
+	cur, release, err := s.begin(ctx, id)
 	if err != nil {
 		return patientVersion{}, err
 	}
 	defer release()
-	if len(hist) > 0 {
+	if cur.version > 0 {
 		return patientVersion{}, errExists
 	}
-	return s.write(id, hist, false, build)
+	return s.write(id, cur, http.MethodPost, build)
 }
 
 // Update implements patientStore.
-func (s *journalStore) Update(ctx context.Context, id string, ifMatch int, build buildFunc) (patientVersion, bool, error) {
-	hist, release, err := s.begin(ctx, id)
+func (s *journalStore) Update(ctx context.Context, id string, ifMatch int, method string, build buildFunc) (patientVersion, bool, error) {
+	cur, release, err := s.begin(ctx, id)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
 	defer release()
-	n := len(hist)
-	if ifMatch != 0 && ifMatch != n {
+	if ifMatch != 0 && ifMatch != int(cur.version) {
 		return patientVersion{}, false, errVersionConflict
 	}
-	created := n == 0 || hist[n-1].deleted
-	v, err := s.write(id, hist, false, build)
+	v, err := s.write(id, cur, method, build)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
-	return v, created, nil
+	return v, v.Created, nil
 }
 
 // Delete implements patientStore.
 func (s *journalStore) Delete(ctx context.Context, id string) (patientVersion, bool, error) {
-	hist, release, err := s.begin(ctx, id)
+	cur, release, err := s.begin(ctx, id)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
 	defer release()
-	n := len(hist)
-	if n == 0 {
+	switch {
+	case cur.version == 0:
 		return patientVersion{}, false, nil
+	case !cur.live:
+		v, err := s.version(cur.rec)
+		return v, false, err
 	}
-	if hist[n-1].deleted {
-		return hist[n-1].patientVersion(id, n), false, nil
-	}
-	v, err := s.write(id, hist, true, nil)
+	v, err := s.write(id, cur, http.MethodDelete, nil)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
 	return v, true, nil
 }
 
-// Read implements patientStore.
-func (s *journalStore) Read(_ context.Context, id string) (patientVersion, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	hist := s.byID[id]
-	if len(hist) == 0 {
-		return patientVersion{}, errNotFound
-	}
-	return hist[len(hist)-1].patientVersion(id, len(hist)), nil
-}
-
-// VRead implements patientStore.
-func (s *journalStore) VRead(_ context.Context, id string, version int) (patientVersion, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	hist := s.byID[id]
-	if version < 1 || version > len(hist) {
-		return patientVersion{}, errNotFound
-	}
-	return hist[version-1].patientVersion(id, version), nil
-}
-
-// History implements patientStore.
-func (s *journalStore) History(_ context.Context, id string) ([]patientVersion, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	hist := s.byID[id]
-	if len(hist) == 0 {
-		return nil, errNotFound
-	}
-	out := make([]patientVersion, len(hist))
-	for i, sv := range hist {
-		out[len(hist)-1-i] = sv.patientVersion(id, i+1)
-	}
-	return out, nil
-}
-
-// Each implements patientStore.
-func (s *journalStore) Each(ctx context.Context, fn func(patientVersion) bool) error {
-	s.mu.RLock()
-	current := make([]patientVersion, 0, len(s.byID))
-	for id, hist := range s.byID {
-		if sv := hist[len(hist)-1]; !sv.deleted {
-			current = append(current, sv.patientVersion(id, len(hist)))
-		}
-	}
-	s.mu.RUnlock()
-	for i, v := range current {
-		if i%1024 == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !fn(v) {
-			return nil
-		}
-	}
-	return ctx.Err()
-}
-
-// Ready implements patientStore: false once closed or after a failed write.
+// Ready implements patientStore: false once closed or after a failed fsync.
 func (s *journalStore) Ready() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return !s.closed && s.failErr == nil
+	return s.unavailable() == nil
 }
 
-// Close stops accepting writes, lets the batch being committed finish and closes the journal.
-// Writes still waiting get errStoreClosed; reads keep working on what is in memory.
+// unavailable is why no write can succeed now, or nil.
+func (s *journalStore) unavailable() error {
+	s.stateMu.RLock()
+	defer s.stateMu.RUnlock()
+	if s.closed {
+		return errStoreClosed
+	}
+	return s.failErr
+}
+
+// Close stops accepting writes, lets the batch being committed finish, writes a checkpoint and closes
+// the journal and the lock. Writes still waiting get errStoreClosed; reads fail after Close.
 func (s *journalStore) Close() error {
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
+		s.stateMu.Lock()
 		s.closed = true
-		s.mu.Unlock()
+		s.stateMu.Unlock()
 		close(s.stop)
 		<-s.done
+		s.finishCheckpoint(true)
 		if err := s.f.Close(); err != nil {
 			s.closeErr = fmt.Errorf("close %s: %w", s.path, err)
 		}
+		s.lock.Close()
 	})
 	return s.closeErr
 }
@@ -690,60 +980,55 @@ func (s *journalStore) lockID(ctx context.Context, id string) (func(), error) {
 }
 
 // begin starts a write of id: it takes id's write slot (waiting for ctx at most) and returns id's
-// versions, which cannot change while the slot is held, and the func that gives the slot back; or
-// why no write can succeed now.
-func (s *journalStore) begin(ctx context.Context, id string) ([]storedVersion, func(), error) {
+// current slot in the index (the zero slot for a new id), which cannot change while the write slot is
+// held, and the func that gives the write slot back; or why no write can succeed now.
+func (s *journalStore) begin(ctx context.Context, id string) (slot, func(), error) {
 	release, err := s.lockID(ctx, id)
 	if err != nil {
-		return nil, nil, err
+		return slot{}, nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	switch {
-	case s.closed:
-		err = errStoreClosed
-	case s.failErr != nil:
-		err = s.failErr
-	}
-	if err != nil {
+	if err := s.unavailable(); err != nil {
 		release()
-		return nil, nil, err
+		return slot{}, nil, err
 	}
-	return s.byID[id], release, nil
+	s.ix.mu.RLock()
+	cur, _ := s.ix.lookup(id)
+	s.ix.mu.RUnlock()
+	return cur, release, nil
 }
 
-// write records the version after hist (deleted, or with the body build makes) and returns once
-// it is durable and visible. The caller holds id's slot. lastUpdated never goes backwards within
-// an id, so history order and _lastUpdated agree even if the clock steps back.
+// write records the version after cur, made by method (a deletion for DELETE, else with the body
+// build makes), and returns once it is durable and visible. The caller holds id's slot.
+// lastUpdated never goes backwards within an id, so history order and _lastUpdated agree even if the
+// clock steps back.
 //
 // Once the record is queued the wait ignores ctx: the record may reach the disk regardless, and
 // the slot must be held until it is visible or the next writer would reuse its version number.
-func (s *journalStore) write(id string, hist []storedVersion, deleted bool, build buildFunc) (patientVersion, error) {
-	version := len(hist) + 1
-	ms := s.now().UnixMilli()
-	if n := len(hist); n > 0 && ms < hist[n-1].lastUpdated {
-		ms = hist[n-1].lastUpdated
-	}
-	var body []byte
-	if !deleted {
-		var err error
-		body, err = build(version, time.UnixMilli(ms).UTC())
+func (s *journalStore) write(id string, cur slot, method string, build buildFunc) (patientVersion, error) {
+	v := patientVersion{ID: id, Version: int(cur.version) + 1, Deleted: method == http.MethodDelete, Method: method,
+		Created: !cur.live, LastUpdated: time.UnixMilli(max(s.now().UnixMilli(), cur.lastUpdated)).UTC()}
+	if !v.Deleted {
+		body, err := build(v.Version, v.LastUpdated)
 		if err != nil {
 			return patientVersion{}, err
 		}
 		if len(body) == 0 {
 			return patientVersion{}, errors.New("build patient: empty body")
 		}
+		v.Body = body
 	}
-	rec, bodyOff, err := encodeRecord(id, version, ms, deleted, body)
+	prev := recordLoc{off: -1}
+	if cur.version > 0 {
+		prev = cur.rec
+	}
+	rec, err := encodeRecord(v, methodCode(method), prev)
 	if err != nil {
 		return patientVersion{}, err
 	}
-	sv := storedVersion{lastUpdated: ms, deleted: deleted}
-	if !deleted {
-		sv.body = rec[bodyOff:len(rec):len(rec)] // our own copy: build's caller may reuse its slice
+	if !v.Deleted {
+		v.Body = rec[len(rec)-len(v.Body):] // our own copy: build's caller may reuse its slice
 	}
-	req := &commitReq{id: id, version: version, stored: sv, rec: rec, done: make(chan error, 1)}
+	req := &commitReq{update: s.ix.prepare(v), rec: rec, done: make(chan error, 1)}
 	select {
 	case s.reqs <- req:
 	case <-s.done:
@@ -752,17 +1037,19 @@ func (s *journalStore) write(id string, hist []storedVersion, deleted bool, buil
 	if err := <-req.done; err != nil {
 		return patientVersion{}, err
 	}
-	return sv.patientVersion(id, version), nil
+	return req.update.v, nil
 }
 
 // commitLoop is the committer goroutine. It takes the first waiting record, then every record
 // already waiting (up to maxBatchBytes), and commits them with one write and one fsync. Records
 // arriving during an fsync wait and form the next batch, so batches grow with load and a lone
-// writer waits for nothing but its own fsync. With perWrite every batch is one record.
+// writer waits for nothing but its own fsync. With perWrite every batch is one record. Between
+// batches it starts a checkpoint when one is due.
 func (s *journalStore) commitLoop() {
 	defer close(s.done)
 	var batch []*commitReq
 	for {
+		s.startCheckpoint()
 		select {
 		case r := <-s.reqs:
 			batch = append(batch[:0], r)
@@ -788,15 +1075,14 @@ func (s *journalStore) commitLoop() {
 	}
 }
 
-// commit makes batch durable, then visible, then tells OnCommit. A failed write or fsync leaves
-// the file's tail unknown (after a failed fsync even the page cache cannot be trusted), so the
-// store stops taking writes; reopening replays whatever reached the disk.
+// commit makes batch durable, then visible. A failed write is never acknowledged, and the part of it
+// that reached the file is cut off, so the next write appends to the last durable record: a disk that
+// was merely full takes writes again once it has space (errStoreFull until then). A failed fsync is
+// different: after one, even the page cache cannot be trusted to hold what was written (PostgreSQL's
+// fsync failures, 2018), so the store stops taking writes; reopening replays what reached the disk.
 func (s *journalStore) commit(batch []*commitReq) error {
-	s.mu.RLock()
-	failErr := s.failErr
-	s.mu.RUnlock()
-	if failErr != nil {
-		return failErr
+	if err := s.unavailable(); err != nil {
+		return err
 	}
 	buf := batch[0].rec
 	if len(batch) > 1 {
@@ -807,7 +1093,15 @@ func (s *journalStore) commit(batch []*commitReq) error {
 		s.buf = buf
 	}
 	if _, err := s.f.Write(buf); err != nil {
-		return s.fail(fmt.Errorf("append to %s at byte offset %d: %w", s.path, s.size, err))
+		werr := fmt.Errorf("append to %s at byte offset %d: %w", s.path, s.size, err)
+		if terr := s.f.Truncate(s.size); terr != nil {
+			return s.fail(fmt.Errorf("%w; then cutting it back: %w", werr, terr))
+		}
+		if errors.Is(err, syscall.ENOSPC) {
+			s.log.Warn("patient journal: disk full, write refused", "file", s.path, "err", werr)
+			return fmt.Errorf("%w: %w", errStoreFull, werr)
+		}
+		return s.fail(werr)
 	}
 	syncStart := time.Now()
 	err := s.sync(s.f)
@@ -815,44 +1109,47 @@ func (s *journalStore) commit(batch []*commitReq) error {
 	if err != nil {
 		return s.fail(fmt.Errorf("fsync %s: %w", s.path, err))
 	}
-	s.size += int64(len(buf))
-	s.mu.Lock()
-	for _, r := range batch {
-		s.byID[r.id] = append(s.byID[r.id], r.stored)
+	updates := make([]indexUpdate, len(batch))
+	for i, r := range batch {
+		r.update.v.loc = recordLoc{s.size, uint32(len(r.rec))}
+		s.last, s.lastCRC = r.update.v.loc, binary.LittleEndian.Uint32(r.rec[4:8])
+		s.size += int64(len(r.rec))
+		updates[i] = r.update
 	}
-	s.mu.Unlock()
-	if s.onCommit != nil {
-		for _, r := range batch {
-			s.onCommit(r.stored.patientVersion(r.id, r.version))
-		}
+	s.ix.apply(updates...)
+	if s.size-s.cp.last >= s.cp.every {
+		s.cp.due = true
 	}
 	return nil
 }
 
 // fail puts the store into its failed state, in which every write returns err and Ready is false.
 func (s *journalStore) fail(err error) error {
-	s.mu.Lock()
-	s.failErr = fmt.Errorf("patient store stopped after a failed write: %w", err)
+	s.stateMu.Lock()
+	s.failErr = fmt.Errorf("%w since a write failed: %w", errStoreUnavailable, err)
 	err = s.failErr
-	s.mu.Unlock()
+	s.stateMu.Unlock()
 	s.log.Error("patient journal write failed; refusing further writes until restart", "file", s.path, "err", err)
 	return err
 }
 
 // Stats reports the store's figures for the metrics (metrics.go): current Patients, counted under
-// the read lock (about a millisecond at 100k Patients, once per scrape), the journal's size on disk,
-// and the fsync durations.
+// the index's read lock (a few milliseconds at a million Patients, once per scrape), the journal's
+// size on disk, how old the checkpoint file is, and the fsync durations.
 func (s *journalStore) Stats() storeStats {
-	st := storeStats{Fsyncs: &s.fsyncs}
+	st := storeStats{Fsyncs: &s.fsyncs, CheckpointAge: -1}
 	if fi, err := s.f.Stat(); err == nil {
 		st.JournalBytes = fi.Size()
 	}
-	s.mu.RLock()
-	for _, hist := range s.byID {
-		if !hist[len(hist)-1].deleted {
+	if fi, err := os.Stat(filepath.Join(s.dir, checkpointFileName)); err == nil {
+		st.CheckpointAge = s.now().Sub(fi.ModTime())
+	}
+	s.ix.mu.RLock()
+	for i := range s.ix.n {
+		if s.ix.slotAt(i).live {
 			st.Patients++
 		}
 	}
-	s.mu.RUnlock()
+	s.ix.mu.RUnlock()
 	return st
 }

@@ -32,6 +32,11 @@
 //                   the page before it again
 //   if-match-stale  update() with options.headers If-Match W/"1" on version 2: rejected with 412
 //   if-match        update() with If-Match W/"2": accepted, versionId "3"
+//   patch           patch() with an RFC 6902 array (test + add) and If-Match W/"3": versionId "4", the
+//                   name added; then the PDS form {"patches": [...]}: versionId "5"
+//   patch-atomic    patch() whose second operation is a failing test: rejected with 422, patient unchanged
+//   validate        operation() $validate with a Parameters body (resource, mode create): one information
+//                   issue; with an invalid Patient: 200 and an error issue per problem; nothing stored
 //   delete          delete() one patient
 //   read-deleted    read() of it now throws with status 410
 //   search-deleted  the family, identifier and paging searches no longer find it
@@ -305,6 +310,48 @@ if (!createdOk) {
       return `PUT with If-Match W/"2" -> ${Client.httpFor(p).response.status}, meta.versionId 3`;
     });
   }
+
+  if (!updatedOk) {
+    for (const s of ['patch', 'patch-atomic']) fail(s, 'not run: the update step failed');
+  } else {
+    await step('patch', async () => {
+      const jsonPatch = [{ op: 'test', path: '/birthDate', value: '1961-03-16' }, { op: 'add', path: '/name/0/given/-', value: 'Pat' }];
+      const p = await client.patch({ resourceType: 'Patient', id: main.id, jsonPatch, options: { headers: { 'If-Match': 'W/"3"' } } });
+      verbose(p);
+      must(p.meta && p.meta.versionId === '4', `versionId ${p.meta && p.meta.versionId} (want "4")`);
+      must(p.name[0].given.at(-1) === 'Pat' && p.birthDate === '1961-03-16', `given ${JSON.stringify(p.name[0].given)} birthDate ${p.birthDate}`);
+      const q = await client.patch({ resourceType: 'Patient', id: main.id, jsonPatch: { patches: [{ op: 'replace', path: '/gender', value: 'other' }] } });
+      verbose(q);
+      must(q.meta.versionId === '5' && q.gender === 'other', `PDS form: versionId ${q.meta.versionId} gender ${q.gender} (want "5", other)`);
+      current = q;
+      return 'PATCH: RFC 6902 array with If-Match W/"3" -> version 4; PDS {"patches": [...]} form -> version 5';
+    });
+    await step('patch-atomic', async () => {
+      const jsonPatch = [{ op: 'replace', path: '/gender', value: 'male' }, { op: 'test', path: '/birthDate', value: '1900-01-01' }];
+      const e = await expectStatus(422, () => client.patch({ resourceType: 'Patient', id: main.id, jsonPatch }));
+      const issue = (e.response.data.issue || [])[0] || {};
+      must(issue.code === 'processing' && /patch operation 1/.test(issue.diagnostics || ''), `issue ${JSON.stringify(issue)} (want processing, naming operation 1)`);
+      const p = await client.read({ resourceType: 'Patient', id: main.id });
+      must(p.meta.versionId === '5' && p.gender === 'other', `after the 422 the patient is version ${p.meta.versionId} gender ${p.gender} (want unchanged: 5, other)`);
+      return 'PATCH with a failing test at operation 1 -> 422 naming it; operation 0 not applied';
+    });
+  }
+
+  await step('validate', async () => {
+    const resource = { resourceType: 'Patient', name: [{ family: 'Valid', given: [tag] }], gender: 'female', birthDate: '1980-01-01' };
+    const ok = await client.operation({ name: 'validate', resourceType: 'Patient',
+      input: { resourceType: 'Parameters', parameter: [{ name: 'resource', resource }, { name: 'mode', valueCode: 'create' }] } });
+    verbose(ok);
+    must(ok.resourceType === 'OperationOutcome' && ok.issue.length === 1 && ok.issue[0].severity === 'information', `valid Patient: ${short(JSON.stringify(ok))}`);
+    const bad = await client.operation({ name: '$validate', resourceType: 'Patient', input: { ...resource, gender: 'woman', birthDate: '1980-02-30' } });
+    verbose(bad);
+    must(Client.httpFor(bad).response.status === 200, `invalid Patient: status ${Client.httpFor(bad).response.status} (want 200)`);
+    const exprs = (bad.issue || []).filter((i) => i.severity === 'error').map((i) => (i.expression || [])[0]);
+    must(JSON.stringify(exprs) === JSON.stringify(['Patient.gender', 'Patient.birthDate']), `invalid Patient: error expressions ${JSON.stringify(exprs)} (want gender, birthDate)`);
+    const b = await client.search({ resourceType: 'Patient', searchParams: { family: 'valid', given: tag } });
+    must(ids(b).length === 0, `$validate stored a Patient: ${JSON.stringify(ids(b))}`);
+    return 'POST Patient/$validate: Parameters (mode create) -> one information issue; invalid Patient -> 200 with 2 error issues; nothing stored';
+  });
 
   const deleted = main;
   const deletedOk = await step('delete', async () => {

@@ -1,0 +1,344 @@
+package main
+
+// Checkpoints of the index: DATA_DIR/patients.index holds the whole in-memory index (index.go) as it
+// was when the journal had a given size, so that opening decodes only the records after that point
+// instead of every record (Bitcask's hint files do this for its keydir). It is written beside the
+// journal atomically -- to a temporary file, fsynced, renamed over the old one, the directory
+// fsynced -- by a goroutine, from a snapshot the committer takes between batches, every
+// checkpointEvery bytes of journal and when the store closes. A checkpoint is only ever a shortcut:
+// one that is missing, damaged (its checksum fails), from another format, or stale (the journal does
+// not end its covered part with the record it names) is not used, and opening replays every record.
+//
+// Format: the magic "CAPIDX2\n", then uvarints (and zigzag varints where a value can be negative):
+// the journal bytes covered; the last covered record's offset, length and payload checksum; the
+// number of slots, of interned identifier systems and of live slots in id order; the systems, each
+// length-prefixed; every slot (record offset and length, lastUpdated, version, id, live, gender,
+// birthDate range, fields blob); the live slots in id order; and last the CRC-32C of all of it.
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+const (
+	checkpointFileName     = "patients.index"
+	checkpointMagic        = "CAPIDX2\n"
+	defaultCheckpointEvery = 64 << 20
+)
+
+// errStaleCheckpoint says a checkpoint does not describe the journal beside it.
+var errStaleCheckpoint = errors.New("the checkpoint does not match the journal")
+
+// checkpointState is the committer's bookkeeping of checkpoints.
+type checkpointState struct {
+	every   int64         // journal bytes appended between checkpoints
+	last    int64         // journal bytes the newest checkpoint (written or being written) covers
+	due     bool          // a checkpoint should start at the next chance
+	running chan struct{} // closed when the checkpoint being written is done; nil when none is
+}
+
+// indexSnapshot is a consistent copy of the index for a checkpoint: the slots are copied, and the
+// arenas' chunks, which are only ever appended to, are shared as far as they were filled.
+type indexSnapshot struct {
+	slots      []slot
+	ids        arena
+	fields     arena
+	systems    []string
+	order      []uint32 // live slots in id order
+	covered    int64
+	last       recordLoc
+	lastCRC    uint32
+	compareIDs func(a, b uint32) int
+}
+
+// snapshot copies the index. It holds the read lock (scans' flush takes the write lock) for the
+// copy only; the sort by id is left to the checkpoint's own goroutine.
+func (ix *patientIndex) snapshot() indexSnapshot {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	snap := indexSnapshot{slots: make([]slot, 0, ix.n), ids: ix.ids.view(), fields: ix.fields.view()}
+	for c := 0; uint32(len(snap.slots)) < ix.n; c++ {
+		snap.slots = append(snap.slots, ix.slots[c][:min(slotsPerChunk, int(ix.n)-len(snap.slots))]...)
+	}
+	snap.order = slices.Concat(ix.order, ix.pending)
+	ix.sysMu.RLock()
+	snap.systems = slices.Clone(ix.systems)
+	ix.sysMu.RUnlock()
+	snap.compareIDs = func(a, b uint32) int {
+		return bytes.Compare(snap.ids.get(snap.slots[a].idOff, uint32(snap.slots[a].idLen)), snap.ids.get(snap.slots[b].idOff, uint32(snap.slots[b].idLen)))
+	}
+	return snap
+}
+
+// view is a copy of the arena that shares its chunks as far as they are filled now.
+func (a *arena) view() arena {
+	return arena{chunks: slices.Clone(a.chunks)}
+}
+
+// startCheckpoint starts writing a checkpoint if one is due and none is being written; the committer
+// calls it between batches, so the snapshot is of a quiet index.
+func (s *journalStore) startCheckpoint() {
+	if s.cp.running != nil {
+		select {
+		case <-s.cp.running:
+			s.cp.running = nil
+		default:
+			return
+		}
+	}
+	if !s.cp.due {
+		return
+	}
+	snap := s.ix.snapshot()
+	snap.covered, snap.last, snap.lastCRC = s.size, s.last, s.lastCRC
+	done := make(chan struct{})
+	s.cp.running, s.cp.due, s.cp.last = done, false, s.size
+	go func() {
+		defer close(done)
+		s.writeCheckpoint(snap)
+	}()
+}
+
+// finishCheckpoint waits for a checkpoint being written; with final (on Close, the committer stopped)
+// it then writes one if the journal has grown since the newest.
+func (s *journalStore) finishCheckpoint(final bool) {
+	if s.cp.running != nil {
+		<-s.cp.running
+		s.cp.running = nil
+	}
+	if final && s.size > s.cp.last {
+		snap := s.ix.snapshot()
+		snap.covered, snap.last, snap.lastCRC = s.size, s.last, s.lastCRC
+		s.writeCheckpoint(snap)
+	}
+}
+
+// writeCheckpoint writes snap as the checkpoint, atomically. A failure (a full disk, say) costs only
+// a longer start: it is logged, and the previous checkpoint, if any, stays.
+func (s *journalStore) writeCheckpoint(snap indexSnapshot) {
+	start := time.Now()
+	path := filepath.Join(s.dir, checkpointFileName)
+	err := writeFileAtomic(path, s.sync, func(w io.Writer) error { return encodeSnapshot(w, snap) })
+	if err != nil {
+		s.log.Warn("patient index checkpoint not written; the next start replays more of the journal", "file", path, "err", err)
+		return
+	}
+	s.log.Info("patient index checkpoint written", "file", path, "covers_bytes", snap.covered, "patients", len(snap.slots),
+		"took", time.Since(start).Round(time.Millisecond).String())
+}
+
+// writeFileAtomic writes path through write: to path.tmp, fsynced, renamed over path, the directory
+// fsynced. On failure path is as it was and the temporary file is gone.
+func writeFileAtomic(path string, sync func(*os.File) error, write func(io.Writer) error) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // a no-op once renamed
+	w := bufio.NewWriterSize(f, 1<<20)
+	err = write(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = sync(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	return err
+}
+
+// encodeSnapshot writes snap in the checkpoint format.
+func encodeSnapshot(w io.Writer, snap indexSnapshot) error {
+	live := slices.DeleteFunc(snap.order, func(i uint32) bool { return !snap.slots[i].live })
+	slices.SortFunc(live, snap.compareIDs)
+	live = slices.Compact(live)
+	crc := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)
+	var b []byte
+	put := func(vs ...uint64) {
+		for _, v := range vs {
+			b = binary.AppendUvarint(b, v)
+		}
+	}
+	flush := func() {
+		bw.Write(b)
+		b = b[:0]
+	}
+	b = append(b, checkpointMagic...)
+	put(uint64(snap.covered), uint64(snap.last.off), uint64(snap.last.n), uint64(snap.lastCRC), uint64(len(snap.slots)), uint64(len(snap.systems)), uint64(len(live)))
+	for _, sys := range snap.systems {
+		b = appendBytes(b, sys)
+	}
+	for _, sl := range snap.slots {
+		b = binary.AppendVarint(b, sl.rec.off)
+		put(uint64(sl.rec.n))
+		b = binary.AppendVarint(b, sl.lastUpdated)
+		put(uint64(sl.version))
+		b = appendBytes(b, string(snap.ids.get(sl.idOff, uint32(sl.idLen))))
+		b = append(b, boolByte(sl.live), sl.gender)
+		b = binary.AppendVarint(binary.AppendVarint(b, int64(sl.dateLo)), int64(sl.dateHi))
+		b = appendBytes(b, string(snap.fields.get(sl.fieldsOff, sl.fieldsLen)))
+		if len(b) > 32<<10 {
+			flush()
+		}
+	}
+	for _, i := range live {
+		put(uint64(i))
+	}
+	flush()
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(binary.LittleEndian.AppendUint32(nil, crc.Sum32()))
+	return err
+}
+
+// boolByte is 1 for true.
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// loadCheckpoint reads the checkpoint into a new index and checks that the journal ends its covered
+// part with the record the checkpoint names; it returns the index and the journal bytes covered, or
+// nil and why the checkpoint is not used.
+func (s *journalStore) loadCheckpoint() (*patientIndex, int64, string) {
+	path := filepath.Join(s.dir, checkpointFileName)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, "no checkpoint"
+	} else if err != nil {
+		return nil, 0, "checkpoint unreadable: " + err.Error()
+	}
+	defer f.Close()
+	ix, covered, last, lastCRC, err := decodeCheckpoint(f)
+	if err != nil {
+		return nil, 0, fmt.Sprintf("checkpoint %s not used: %v", path, err)
+	}
+	if covered > 0 {
+		var hdr [recordHeaderSize]byte
+		if _, err := s.f.ReadAt(hdr[:], last.off); err != nil || last.off+int64(last.n) != covered ||
+			recordHeaderSize+binary.LittleEndian.Uint32(hdr[0:4]) != last.n || binary.LittleEndian.Uint32(hdr[4:8]) != lastCRC {
+			return nil, 0, fmt.Sprintf("checkpoint %s not used: %v: its last record is not at byte offset %d", path, errStaleCheckpoint, last.off)
+		}
+	}
+	s.last, s.lastCRC = last, lastCRC
+	return ix, covered, ""
+}
+
+// decodeCheckpoint reads a checkpoint written by encodeSnapshot and builds the index from it.
+func decodeCheckpoint(f *os.File) (ix *patientIndex, covered int64, last recordLoc, lastCRC uint32, err error) {
+	info, err := f.Stat()
+	if err != nil || info.Size() < int64(len(checkpointMagic))+4 {
+		return nil, 0, last, 0, errors.New("too short")
+	}
+	crc := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	r := &checkpointReader{br: bufio.NewReaderSize(io.TeeReader(io.LimitReader(f, info.Size()-4), crc), 1<<20)}
+	if string(r.bytes(uint64(len(checkpointMagic)))) != checkpointMagic {
+		return nil, 0, last, 0, errors.New("not a checkpoint of this format")
+	}
+	covered, last.off, last.n, lastCRC = int64(r.uvarint()), int64(r.uvarint()), uint32(r.uvarint()), uint32(r.uvarint())
+	nSlots, nSystems, nLive := r.uvarint(), r.uvarint(), r.uvarint()
+	ix = newPatientIndex()
+	for range min(nSystems, 1<<20) {
+		ix.intern(string(r.bytes(r.uvarint())))
+	}
+	for i := uint64(0); i < nSlots && r.err == nil; i++ {
+		r.slot(ix)
+	}
+	ix.order = make([]uint32, 0, min(nLive, nSlots))
+	for range min(nLive, nSlots) {
+		if s := r.uvarint(); s < uint64(ix.n) {
+			ix.order = append(ix.order, uint32(s))
+		}
+	}
+	var sum [4]byte
+	if r.err == nil {
+		_, r.err = io.ReadFull(f, sum[:])
+	}
+	switch {
+	case r.err != nil:
+		return nil, 0, last, 0, fmt.Errorf("damaged: %w", r.err)
+	case binary.LittleEndian.Uint32(sum[:]) != crc.Sum32():
+		return nil, 0, last, 0, errors.New("damaged: checksum mismatch")
+	case uint64(ix.n) != nSlots || uint64(len(ix.order)) != nLive || uint64(len(ix.systems)) != nSystems:
+		return nil, 0, last, 0, errors.New("damaged: counts do not match")
+	}
+	return ix, covered, last, lastCRC, nil
+}
+
+// checkpointReader decodes a checkpoint, keeping the first error.
+type checkpointReader struct {
+	br  *bufio.Reader
+	buf []byte // what bytes last returned
+	err error
+}
+
+func (r *checkpointReader) uvarint() uint64 {
+	v, err := binary.ReadUvarint(r.br)
+	r.err = cmp.Or(r.err, err)
+	return v
+}
+
+func (r *checkpointReader) varint() int64 {
+	v, err := binary.ReadVarint(r.br)
+	r.err = cmp.Or(r.err, err)
+	return v
+}
+
+// bytes reads n bytes (at most one arena chunk, the most any field can be), valid until the next call.
+func (r *checkpointReader) bytes(n uint64) []byte {
+	if r.err != nil || n > arenaChunk {
+		r.err = cmp.Or(r.err, errors.New("length out of range"))
+		return nil
+	}
+	if uint64(cap(r.buf)) < n {
+		r.buf = make([]byte, n)
+	}
+	r.buf = r.buf[:n]
+	_, err := io.ReadFull(r.br, r.buf)
+	r.err = cmp.Or(r.err, err)
+	return r.buf
+}
+
+// slot reads one slot into ix, with its postings.
+func (r *checkpointReader) slot(ix *patientIndex) {
+	rec := recordLoc{r.varint(), uint32(r.uvarint())}
+	lastUpdated, version := r.varint(), uint32(r.uvarint())
+	id := string(r.bytes(r.uvarint()))
+	flags := [2]byte(append(r.bytes(2), 0, 0))
+	dateLo, dateHi := int32(r.varint()), int32(r.varint())
+	fields := r.bytes(r.uvarint())
+	if r.err != nil || len(id) == 0 || len(id) > maxPatientIDLength {
+		r.err = cmp.Or(r.err, errors.New("bad slot"))
+		return
+	}
+	i := ix.newSlot(id)
+	s := ix.slotAt(i)
+	s.rec, s.lastUpdated, s.version, s.live, s.gender, s.dateLo, s.dateHi = rec, lastUpdated, version, flags[0] == 1, flags[1], dateLo, dateHi
+	if s.live {
+		s.fieldsOff, s.fieldsLen, s.listed = ix.fields.add(fields), uint32(len(fields)), true
+		ix.link(i)
+	}
+}
