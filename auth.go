@@ -252,6 +252,27 @@ func invalidTokenError(desc string) *authError {
 	return &authError{Code: authCodeInvalid, Description: desc}
 }
 
+// numTokenOutcomes is the number of token verification outcomes the metrics count.
+const numTokenOutcomes = 4
+
+// tokenOutcomeLabels are the outcome label values, by tokenOutcome.
+func tokenOutcomeLabels() [numTokenOutcomes]string {
+	return [numTokenOutcomes]string{"valid", "missing", "invalid", "expired"}
+}
+
+// tokenOutcome is the index of a verification result in tokenOutcomeLabels.
+func tokenOutcome(aerr *authError) int {
+	switch {
+	case aerr == nil:
+		return 0
+	case aerr.Code == authCodeMissing:
+		return 1
+	case aerr.Code == authCodeExpired:
+		return 3
+	}
+	return 2
+}
+
 // verifier checks bearer tokens against one issuer's JWKS. It is safe for
 // concurrent use; build it once in run and share it between handlers.
 type verifier struct {
@@ -280,6 +301,10 @@ type verifier struct {
 	verifiedMu  sync.RWMutex
 	verified    map[[sha256.Size]byte]tokenClaims
 	keysVersion uint64 // bumped with each new key set; a verification that raced one is not cached
+
+	// For the metrics (metrics.go): key fetches, failed ones, and verifications by tokenOutcome.
+	jwksFetches, jwksFailures atomic.Uint64
+	verifications             [numTokenOutcomes]atomic.Uint64
 }
 
 // maxVerifiedTokens bounds the verified-token cache (its entries are a few hundred bytes each).
@@ -405,6 +430,10 @@ func (v *verifier) refresh(ctx context.Context, limited bool) (skipped bool, err
 		v.verifiedMu.Unlock()
 	}
 	close(f.done)
+	v.jwksFetches.Add(1)
+	if err != nil {
+		v.jwksFailures.Add(1)
+	}
 	switch {
 	case err == nil:
 		v.log.Info("jwks loaded", "issuer", v.cfg.Issuer, "keys", len(keys))
@@ -614,7 +643,8 @@ func (v *verifier) lookupKey(ctx context.Context, kid string) *verifyKey {
 // token is well-formed, signed by a current issuer key with an allowed
 // algorithm, and valid for this audience now. The order matters: nothing
 // from the payload is trusted before the signature is checked.
-func (v *verifier) verify(ctx context.Context, authorizationHeader string) (tokenClaims, *authError) {
+func (v *verifier) verify(ctx context.Context, authorizationHeader string) (claims tokenClaims, aerr *authError) {
+	defer func() { v.verifications[tokenOutcome(aerr)].Add(1) }()
 	if !v.cfg.Enabled {
 		return tokenClaims{}, invalidTokenError("Authentication is not configured on this server.")
 	}

@@ -1050,3 +1050,34 @@ func FuzzVerifyToken(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifierCounts: key fetches, failed fetches and verifications by outcome are counted for the
+// metrics.
+func TestVerifierCounts(t *testing.T) {
+	v := testVerifier(t)
+	iss := localTestIssuer(t)
+	for _, h := range []string{"", "Basic x", "Bearer not.a.jwt", "Bearer " + iss.token(t, allScopes)} {
+		v.verify(t.Context(), h)
+	}
+	var got [numTokenOutcomes]uint64
+	for i := range got {
+		got[i] = v.verifications[i].Load()
+	}
+	if want := [numTokenOutcomes]uint64{1, 2, 1, 0}; got != want { // valid, missing, invalid, expired
+		t.Errorf("verifications %v, want %v", got, want)
+	}
+	if f, e := v.jwksFetches.Load(), v.jwksFailures.Load(); f != 1 || e != 0 {
+		t.Errorf("fetches %d, failures %d; want 1, 0", f, e)
+	}
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	cfg := iss.config()
+	cfg.Issuer = down.URL
+	dead := newVerifier(cfg, nil, time.Now, slog.New(slog.DiscardHandler))
+	if _, err := dead.refresh(t.Context(), false); err == nil {
+		t.Fatal("refresh from a closed server succeeded")
+	}
+	if f, e := dead.jwksFetches.Load(), dead.jwksFailures.Load(); f != 1 || e != 1 {
+		t.Errorf("fetches %d, failures %d from a closed server; want 1, 1", f, e)
+	}
+}

@@ -17,7 +17,7 @@ import (
 // BenchmarkEGFRHandler is POST /egfr through the whole middleware stack, logging JSON to io.Discard
 // through the service's log handler.
 func BenchmarkEGFRHandler(b *testing.B) {
-	h := newServer(slog.New(newLogHandler(io.Discard)), testConfig(b), func() bool { return true }, openapiJSON, testDocs(b), testStore(b), testVerifier(b), time.Now)
+	h := newServer(slog.New(newLogHandler(io.Discard)), testConfig(b), testMetrics(), func() bool { return true }, openapiJSON, testDocs(b), testStore(b), testVerifier(b), time.Now)
 	benchPostEGFR(b, h, 200)
 }
 
@@ -52,7 +52,7 @@ func benchPatientServer(b *testing.B, n int, fsyncPerWrite bool) (http.Handler, 
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { store.Close() })
-	h := newServer(slog.New(slog.DiscardHandler), testConfig(b), func() bool { return true }, openapiJSON, testDocs(b), store, testVerifier(b), time.Now)
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(b), testMetrics(), func() bool { return true }, openapiJSON, testDocs(b), store, testVerifier(b), time.Now)
 	var ids []string
 	for i := range n {
 		id := fmt.Sprintf("p%d", i)

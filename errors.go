@@ -112,7 +112,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 // a 412 with conflict (the caller words both for its interaction), a duplicate NHS number a 409 naming
 // the Patient that holds it only to a caller who may read Patients; a full disk is a 507 and a store
 // not taking writes a 503, both with Retry-After (reads still work); any other error is a 500. The
-// last three are logged with the request ID, and their cause is never shown to the client.
+// last three are logged with the request and trace IDs, and their cause is never shown to the client.
 func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, notFound, conflict fhirIssue) {
 	var dup *duplicateError
 	switch {
@@ -129,17 +129,17 @@ func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 	case errors.Is(err, errRaced):
 		writeOutcome(w, http.StatusConflict, fhirError("conflict", "", "Other writes kept changing which Patients match the criteria; nothing was changed. Send the request again."))
 	case errors.Is(err, errStoreFull) || errors.Is(err, syscall.ENOSPC):
-		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()))
+		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
 		w.Header().Set("Retry-After", "60")
 		writeOutcome(w, http.StatusInsufficientStorage, fhirError("exception", "",
 			"The server has no disk space left to store the change; nothing was stored. Reads still work; retry later."))
 	case errors.Is(err, errStoreUnavailable):
-		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()))
+		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
 		w.Header().Set("Retry-After", "60")
 		writeOutcome(w, http.StatusServiceUnavailable, fhirError("transient", "",
 			"The server cannot store changes at the moment; nothing was stored. Reads still work; retry later."))
 	default:
-		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()))
+		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
 		writeError(w, r, http.StatusInternalServerError, "The server could not complete the request.")
 	}
 }

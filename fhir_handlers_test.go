@@ -578,7 +578,7 @@ func TestPatientAuth(t *testing.T) {
 // TestAuthNotConfigured: without OIDC settings the Patient routes refuse everything and say which
 // settings are missing; the open routes stay open.
 func TestAuthNotConfigured(t *testing.T) {
-	h := newServer(slog.New(slog.DiscardHandler), config{}, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil, time.Now)
+	h := newServer(slog.New(slog.DiscardHandler), config{}, testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil, time.Now)
 	for _, req := range []*http.Request{postPatient(minimalPatient), fhirReq("GET", "/Patient/abc", "")} {
 		req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, allScopes))
 		res := doRaw(t, h, req)
@@ -599,7 +599,7 @@ func TestPatientSearchHTTP(t *testing.T) {
 	store := testStore(t)
 	cfg := testConfig(t)
 	cfg.baseURL = "https://fhir.example.nhs.uk/R4"
-	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t), time.Now)
+	h := newServer(slog.New(slog.DiscardHandler), cfg, testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t), time.Now)
 	names := []string{"Núñez", "Nunes", "NUNN", "Smith", "Smyth", "Zoë"}
 	ids := map[string]string{}
 	for i, n := range names {
@@ -927,7 +927,7 @@ func (s *racingStore) Update(ctx context.Context, id string, ifMatch int, method
 // gives up with a 409 and stores nothing of its own.
 func TestPatientPatchLosesNoUpdate(t *testing.T) {
 	store := &racingStore{patientStore: testStore(t)}
-	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t), time.Now)
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t), time.Now)
 	id := decodeAnyBody(t, do(t, h, postPatient(minimalPatient)))["id"].(string)
 	given := func() []any {
 		return decodeAnyBody(t, do(t, h, fhirReq("GET", "/Patient/"+id, "")))["name"].([]any)[0].(map[string]any)["given"].([]any)

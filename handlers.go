@@ -69,11 +69,15 @@ func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs f
 //
 // The mux would send GET /Patient/_search to GET /Patient/{id} (it has no route of its own for that
 // method), so such a literal path also gets a 405 under each method a wildcard route would take.
-func addRoutes(mux *http.ServeMux, rs []route) {
+//
+// Every route gets withRoute, with its metrics handle. Under load the probes are never refused, nor
+// are the 404/405 answers (cheaper to give than a 503, and documented as the only answers there).
+func addRoutes(mux *http.ServeMux, m *metrics, rs []route) {
 	real := map[string]bool{} // the patterns of rs
 	var methods []string      // every method rs use
 	for _, rt := range rs {
-		mux.Handle(rt.method+" "+rt.pattern, rt.h)
+		probe := rt.pattern == "/livez" || rt.pattern == "/readyz"
+		mux.Handle(rt.method+" "+rt.pattern, withRoute(m.route(rt.pattern), !probe, rt.h))
 		real[rt.method+" "+rt.pattern] = true
 		if !slices.Contains(methods, rt.method) {
 			methods = append(methods, rt.method)
@@ -82,16 +86,16 @@ func addRoutes(mux *http.ServeMux, rs []route) {
 	slices.Sort(methods)
 	unrouted := handleUnrouted(mux, real, methods)
 	for _, rt := range rs {
-		for _, m := range methods {
-			if strings.Contains(rt.pattern, "{") || real[m+" "+rt.pattern] {
+		for _, meth := range methods {
+			if strings.Contains(rt.pattern, "{") || real[meth+" "+rt.pattern] {
 				continue
 			}
-			if _, p := mux.Handler(&http.Request{Method: m, Host: "h", URL: &url.URL{Path: rt.pattern}}); real[p] {
-				mux.Handle(m+" "+rt.pattern, unrouted)
+			if _, p := mux.Handler(&http.Request{Method: meth, Host: "h", URL: &url.URL{Path: rt.pattern}}); real[p] {
+				mux.Handle(meth+" "+rt.pattern, withRoute(m.route(rt.pattern), false, unrouted))
 			}
 		}
 	}
-	mux.Handle("/", unrouted)
+	mux.Handle("/", withRoute(m.route("/"), false, unrouted))
 }
 
 // handleUnrouted answers a request no route takes: 405 with Allow when the path has routes under other
@@ -119,23 +123,23 @@ func handleUnrouted(mux *http.ServeMux, real map[string]bool, methods []string) 
 
 // newStartingServer answers while the service starts: alive, not ready, and 503 (with Retry-After)
 // for every other route, in the route family's error format.
-func newStartingServer(log *slog.Logger) http.Handler {
+func newStartingServer(log *slog.Logger, m *metrics) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /livez", handleLivez())
-	mux.Handle("GET /readyz", handleReadyz(func() bool { return false }))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /livez", withRoute(m.route("/livez"), false, handleLivez()))
+	mux.Handle("GET /readyz", withRoute(m.route("/readyz"), false, handleReadyz(func() bool { return false })))
+	mux.Handle("/", withRoute(m.route("/"), false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, r, http.StatusServiceUnavailable, "The service is starting (replaying its journal); retry shortly.")
-	})
-	return withRequestContext(log, mux)
+	})))
+	return withRequestContext(log, m, mux)
 }
 
-// newServer builds the service's handler: the routes behind the request middleware. now is the
-// clock of calculated Observations.
-func newServer(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier, now func() time.Time) http.Handler {
+// newServer builds the service's handler: the routes behind the request middleware, counted in m.
+// now is the clock of calculated Observations.
+func newServer(log *slog.Logger, cfg config, m *metrics, ready func() bool, spec []byte, docs fs.FS, store patientStore, v *verifier, now func() time.Time) http.Handler {
 	mux := http.NewServeMux()
-	addRoutes(mux, routes(log, cfg, ready, spec, docs, store, v, now))
-	return withRequestContext(log, mux)
+	addRoutes(mux, m, routes(log, cfg, ready, spec, docs, store, v, now))
+	return withRequestContext(log, m, mux)
 }
 
 // handleEGFR serves POST /egfr: decode, validate, compute, encode as JSON or, for Accept:

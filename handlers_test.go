@@ -29,7 +29,7 @@ import (
 // auth checked against the test issuer.
 func newTestServer(t testing.TB) http.Handler {
 	t.Helper()
-	return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
+	return newServer(slog.New(slog.DiscardHandler), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 }
 
 // testConfig is the configuration the handler tests run with: auth on, against the test issuer.
@@ -640,7 +640,7 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	var up atomic.Bool
-	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), up.Load, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), testMetrics(), up.Load, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 	check := func(path string, wantStatus int, want health) {
 		t.Helper()
 		res := do(t, h, httptest.NewRequest("GET", path, nil))
@@ -914,3 +914,6 @@ func FuzzCrClRequest(f *testing.F) {
 		}
 	})
 }
+
+// testMetrics is a metrics registry for tests, with a cap no test reaches unless it means to.
+func testMetrics() *metrics { return newMetrics(1000) }

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -47,13 +48,23 @@ func main() {
 
 // config is the service's configuration, read once from the environment at start.
 type config struct {
-	addr    string // listen address, ":PORT"
-	dataDir string // where the Patient journal lives
-	baseURL string // absolute FHIR base for fullUrl and links; "" means from each request
-	auth    authConfig
+	addr        string // listen address, ":PORT"
+	metricsAddr string // ":METRICS_PORT" for the Prometheus metrics, or "" for none
+	maxInFlight int    // MAX_IN_FLIGHT: requests in flight beyond which new ones get a 503
+	dataDir     string // where the Patient journal lives
+	baseURL     string // absolute FHIR base for fullUrl and links; "" means from each request
+	auth        authConfig
 }
 
+// inFlightPerCPU times GOMAXPROCS is MAX_IN_FLIGHT's default. CPU-bound requests beyond GOMAXPROCS
+// only wait for a CPU, so the cap is really about requests that wait on something else: durable
+// writes sharing an fsync (group commit needs tens of writers in flight to pay), slow clients'
+// bodies, a stalled disk. 64 per CPU leaves them that room while bounding what a flood can pin:
+// at most 128 requests on 2 CPUs, each at most a 1 MiB body and its parse, a few hundred MB in all.
+const inFlightPerCPU = 64
+
 // loadConfig reads and validates the environment; an error is one line naming the variable.
+// MAX_IN_FLIGHT's default follows GOMAXPROCS, which Go sets from the container's CPU limit.
 func loadConfig(getenv func(string) string) (config, error) {
 	var cfg config
 	port := getenv("PORT")
@@ -64,6 +75,20 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return cfg, fmt.Errorf("config: PORT must be a TCP port number from 0 to 65535, got %q", port)
 	}
 	cfg.addr = ":" + port
+	if mp := getenv("METRICS_PORT"); mp != "" {
+		if n, err := strconv.Atoi(mp); err != nil || n < 0 || n > 65535 || mp != "0" && mp == port {
+			return cfg, fmt.Errorf("config: METRICS_PORT must be a TCP port number from 0 to 65535 other than PORT, got %q", mp)
+		}
+		cfg.metricsAddr = ":" + mp
+	}
+	cfg.maxInFlight = inFlightPerCPU * runtime.GOMAXPROCS(0)
+	if v := getenv("MAX_IN_FLIGHT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1_000_000 {
+			return cfg, fmt.Errorf("config: MAX_IN_FLIGHT must be a whole number of requests from 1 to 1000000, got %q", v)
+		}
+		cfg.maxInFlight = n
+	}
 	cfg.dataDir = getenv("DATA_DIR")
 	if cfg.dataDir == "" {
 		cfg.dataDir = "data"
@@ -154,8 +179,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	m := newMetrics(cfg.maxInFlight)
+	if cfg.metricsAddr != "" {
+		stopMetrics, err := startMetrics(log, cfg.metricsAddr, m)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopMetrics() // after the API server has stopped: a last scrape sees the drain
+	}
 	var h swapHandler
-	h.set(newStartingServer(log))
+	h.set(newStartingServer(log, m))
 	var up atomic.Bool
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
@@ -177,7 +211,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	v := startVerifier(ctx, cfg.auth, log)
 	ready := func() bool { return up.Load() && store.Ready() && (v == nil || v.ready()) }
-	h.set(newServer(log, cfg, ready, spec, docs, store, v, time.Now))
+	m.attach(store, v)
+	h.set(newServer(log, cfg, m, ready, spec, docs, store, v, time.Now))
 	up.Store(true)
 	return <-served
 }
@@ -194,6 +229,30 @@ func startVerifier(ctx context.Context, auth authConfig, log *slog.Logger) *veri
 	log.Info("auth: OIDC bearer tokens required on /Patient", "issuer", auth.Issuer, "audience", auth.Audience,
 		"algorithms", auth.Algorithms, "egfr_auth_required", auth.EGFRRequired)
 	return v
+}
+
+// startMetrics listens on addr and serves GET /metrics there until the returned stop is called. The
+// port is separate from the API's so that what the metrics tell (how many Patients are stored, how
+// token checks fare) reaches only those who can reach that port: the scraper, not API callers.
+func startMetrics(log *slog.Logger, addr string, m *metrics) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on METRICS_PORT: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", handleMetrics(m))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() { srv.Close(); <-done }, nil
 }
 
 // swapHandler serves whichever handler was set last: the start-up handler while the journal

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -101,6 +102,13 @@ func waitReady(t *testing.T, base string) {
 // its base URL once it listens, and a function that stops it and returns run's result.
 func startRun(t *testing.T, env mapEnv) (base string, stop func() error) {
 	t.Helper()
+	base, _, stop = startRunWithMetrics(t, env)
+	return base, stop
+}
+
+// startRunWithMetrics is startRun that also returns the metrics URL, when env sets METRICS_PORT.
+func startRunWithMetrics(t *testing.T, env mapEnv) (base, metricsURL string, stop func() error) {
+	t.Helper()
 	env["PORT"] = "0"
 	ctx, cancel := context.WithCancel(t.Context())
 	pr, pw := io.Pipe()
@@ -109,14 +117,15 @@ func startRun(t *testing.T, env mapEnv) (base string, stop func() error) {
 		done <- run(ctx, []string{"clinicalapi"}, env.get, pw, io.Discard)
 		pw.Close()
 	}()
-	lines := bufio.NewScanner(pr)
-	for lines.Scan() {
+	for lines := bufio.NewScanner(pr); base == "" && lines.Scan(); {
 		var l struct{ Msg, Addr string }
 		json.Unmarshal(lines.Bytes(), &l)
-		if l.Msg == "listening" {
-			_, port, _ := net.SplitHostPort(l.Addr)
+		_, port, _ := net.SplitHostPort(l.Addr)
+		switch l.Msg {
+		case "listening": // the metrics listener, when there is one, is logged before
 			base = "http://127.0.0.1:" + port
-			break
+		case "metrics listening":
+			metricsURL = "http://127.0.0.1:" + port + "/metrics"
 		}
 	}
 	go io.Copy(io.Discard, pr)
@@ -124,7 +133,7 @@ func startRun(t *testing.T, env mapEnv) (base string, stop func() error) {
 		cancel()
 		t.Fatalf("run never logged its address: %v", <-done)
 	}
-	return base, func() error { cancel(); return <-done }
+	return base, metricsURL, func() error { cancel(); return <-done }
 }
 
 // TestRun starts the whole program as main does, with a fake environment.
@@ -143,6 +152,56 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestLoadConfigOperations: MAX_IN_FLIGHT defaults to 64 per GOMAXPROCS and can be set; metrics are
+// served only when METRICS_PORT is set.
+func TestLoadConfigOperations(t *testing.T) {
+	tests := []struct {
+		name        string
+		env         mapEnv
+		wantLimit   int
+		wantMetrics string
+	}{
+		{"defaults", mapEnv{}, 64 * runtime.GOMAXPROCS(0), ""},
+		{"set", mapEnv{"MAX_IN_FLIGHT": "500", "METRICS_PORT": "9464"}, 500, ":9464"},
+		{"one", mapEnv{"MAX_IN_FLIGHT": "1"}, 1, ""},
+		{"both ports picked by the system", mapEnv{"PORT": "0", "METRICS_PORT": "0"}, 64 * runtime.GOMAXPROCS(0), ":0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(tt.env.get)
+			if err != nil || cfg.maxInFlight != tt.wantLimit || cfg.metricsAddr != tt.wantMetrics {
+				t.Errorf("loadConfig = %d, %q, %v; want %d, %q", cfg.maxInFlight, cfg.metricsAddr, err, tt.wantLimit, tt.wantMetrics)
+			}
+		})
+	}
+}
+
+// TestRunServesMetrics: with METRICS_PORT set, run serves the exposition on that port, with the
+// store's figures once it is open, and the API port has no /metrics.
+func TestRunServesMetrics(t *testing.T) {
+	api, metricsURL, stop := startRunWithMetrics(t, mapEnv{"DATA_DIR": t.TempDir(), "METRICS_PORT": "0"})
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	if metricsURL == "" {
+		t.Fatal("run did not log the metrics address")
+	}
+	waitReady(t, api)
+	res, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(readAll(t, res.Body))
+	if res.StatusCode != 200 || !strings.Contains(body, "\nclinicalapi_patients 0\n") || !strings.Contains(body, `route="/readyz",method="GET",status_class="2xx"`) {
+		t.Errorf("GET /metrics: %d\n%s", res.StatusCode, body)
+	}
+	if res, err := http.Get(api + "/metrics"); err != nil || res.StatusCode != 404 {
+		t.Errorf("GET /metrics on the API port: %v %v, want 404", res, err)
+	}
+}
+
 // mapEnv is a fake environment for run.
 type mapEnv map[string]string
 
@@ -158,6 +217,12 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{"port not a number", nil, mapEnv{"PORT": "http"}, `config: PORT must be a TCP port number from 0 to 65535, got "http"`},
 		{"port too big", nil, mapEnv{"PORT": "65536"}, `config: PORT must be a TCP port number from 0 to 65535, got "65536"`},
 		{"port negative", nil, mapEnv{"PORT": "-1"}, `config: PORT must be a TCP port number from 0 to 65535, got "-1"`},
+		{"max in flight zero", nil, mapEnv{"MAX_IN_FLIGHT": "0"}, `config: MAX_IN_FLIGHT must be a whole number of requests from 1 to 1000000, got "0"`},
+		{"max in flight not a number", nil, mapEnv{"MAX_IN_FLIGHT": "lots"}, `config: MAX_IN_FLIGHT must be a whole number of requests from 1 to 1000000, got "lots"`},
+		{"max in flight too big", nil, mapEnv{"MAX_IN_FLIGHT": "1000001"}, `config: MAX_IN_FLIGHT must be a whole number of requests from 1 to 1000000, got "1000001"`},
+		{"metrics port not a number", nil, mapEnv{"METRICS_PORT": "prom"}, `config: METRICS_PORT must be a TCP port number from 0 to 65535 other than PORT, got "prom"`},
+		{"metrics port is PORT", nil, mapEnv{"PORT": "18700", "METRICS_PORT": "18700"}, `config: METRICS_PORT must be a TCP port number from 0 to 65535 other than PORT, got "18700"`},
+		{"metrics port too big", nil, mapEnv{"METRICS_PORT": "70000"}, `config: METRICS_PORT must be a TCP port number from 0 to 65535 other than PORT, got "70000"`},
 		{"argument", []string{"x", "--port=1"}, mapEnv{}, `unexpected argument "--port=1": configuration is read from environment variables only (the one subcommand is dev-issuer)`},
 	}
 	for _, tt := range tests {
@@ -183,7 +248,7 @@ func TestPatientsSurviveRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t), time.Now), s
+		return newServer(slog.New(slog.DiscardHandler), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t), time.Now), s
 	}
 	h, s := open()
 	bodies := map[string][]byte{}
@@ -430,7 +495,7 @@ func TestReadinessWaitsForKeys(t *testing.T) {
 // TestStartingServer: while the journal replays, the service is alive but not ready, and every
 // other route answers 503 with Retry-After in its family's error format.
 func TestStartingServer(t *testing.T) {
-	h := newStartingServer(slog.New(slog.DiscardHandler))
+	h := newStartingServer(slog.New(slog.DiscardHandler), testMetrics())
 	for _, tt := range []struct {
 		req    *http.Request
 		status int

@@ -6,9 +6,11 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"mime"
 	"net/http"
 	"runtime/debug"
@@ -38,11 +40,22 @@ func requestIDFrom(ctx context.Context) string {
 	return ""
 }
 
+// traceIDFrom returns the request's W3C trace ID (32 hex digits), "" outside a request; every log
+// line a request causes carries it as trace_id.
+func traceIDFrom(ctx context.Context) string {
+	if ri, ok := ctx.Value(requestInfoKey).(*statusWriter); ok {
+		return ri.traceID()
+	}
+	return ""
+}
+
 // withRequestContext is the middleware every request passes through, in this order: request and
 // correlation IDs (NHS API convention: accepted when well-formed, echoed, a UUID v4 made when absent),
-// panic recovery (a generic 500, the server keeps serving), and one log line per request with the
-// route pattern, never the path, query, body or headers, which may hold patient data or tokens.
-func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
+// W3C trace context (startTrace), the in-flight count behind MAX_IN_FLIGHT (withRoute refuses over
+// it), panic recovery (a generic 500, the server keeps serving), the route's metrics, and one log
+// line per request with the route pattern, never the path, query, body or headers, which may hold
+// patient data or tokens.
+func withRequestContext(log *slog.Logger, m *metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		reqID, reqErr := headerID(r.Header, "X-Request-Id", "X-Request-ID")
@@ -54,29 +67,31 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 		if corrID != "" && corrErr == "" {
 			w.Header().Set("X-Correlation-ID", corrID)
 		}
-		sw := &statusWriter{ResponseWriter: w, id: reqID}
+		sw := &statusWriter{ResponseWriter: w, id: reqID, traceparent: startTrace(w.Header(), r.Header)}
+		sw.overloaded = m.inFlight.Add(1) > m.limit && m.limit > 0
 		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey, sw))
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
+					m.inFlight.Add(-1)
 					panic(v)
 				}
-				log.Error("panic", "route", r.Pattern, "request_id", reqID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				log.Error("panic", "route", r.Pattern, "request_id", reqID, "trace_id", sw.traceID(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				if sw.status == 0 {
 					writeError(sw, r, http.StatusInternalServerError, "The server could not complete the request.")
 				}
 			}
-			// Five attributes fit in a slog.Record without allocating; the optional ones are rare.
-			attrs := append(make([]slog.Attr, 0, 7), slog.String("method", r.Method), slog.String("route", r.Pattern),
-				slog.Int("status", sw.status), slog.Int64("duration_us", time.Since(start).Microseconds()),
-				slog.String("request_id", reqID))
-			if corrID != "" {
-				attrs = append(attrs, slog.String("correlation_id", corrID))
+			d := time.Since(start)
+			m.inFlight.Add(-1)
+			rm := sw.route
+			if rm == nil {
+				rm = m.none
 			}
-			if sw.subHash != "" { // the token's subject, hashed: traceable, not identifying
-				attrs = append(attrs, slog.String("sub_hash", sw.subHash))
+			rm.observe(r.Method, sw.status, d)
+			if sw.shed {
+				m.refused.Add(1)
 			}
-			log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+			logRequest(log, r, sw, corrID, d)
 		}()
 		if reqErr != "" || corrErr != "" {
 			header := "X-Request-ID"
@@ -88,6 +103,116 @@ func withRequestContext(log *slog.Logger, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// logRequest writes the one log line of a request that took d.
+func logRequest(log *slog.Logger, r *http.Request, sw *statusWriter, corrID string, d time.Duration) {
+	// Five attributes fit in a slog.Record without allocating; the sixth costs one small allocation.
+	attrs := append(make([]slog.Attr, 0, 8), slog.String("method", r.Method), slog.String("route", r.Pattern),
+		slog.Int("status", sw.status), slog.Int64("duration_us", d.Microseconds()),
+		slog.String("request_id", sw.id), slog.String("trace_id", sw.traceID()))
+	if corrID != "" {
+		attrs = append(attrs, slog.String("correlation_id", corrID))
+	}
+	if sw.subHash != "" { // the token's subject, hashed: traceable, not identifying
+		attrs = append(attrs, slog.String("sub_hash", sw.subHash))
+	}
+	log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// withRoute is the part of the request middleware that needs to know the route, so addRoutes puts it
+// on every route: it hands withRequestContext the route's metrics handle, and applies the in-flight
+// cap. Over MAX_IN_FLIGHT a request is refused at once, before its body is read, with a 503 and
+// Retry-After in the route family's error format, instead of queueing without bound; a route with
+// shed false (the probes: a refused liveness probe would get a busy pod restarted) is never refused.
+func withRoute(rm *routeMetrics, shed bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sw, ok := w.(*statusWriter); ok {
+			sw.route = rm
+			if shed && sw.overloaded {
+				sw.shed = true
+				w.Header().Set("Retry-After", "1")
+				writeError(w, r, http.StatusServiceUnavailable, "The service is at capacity (too many requests in flight); retry shortly.")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// startTrace implements W3C Trace Context Level 1 for one request: a valid traceparent in req is
+// continued (its trace ID and sampled flag kept), anything else (absent, malformed, sent twice)
+// starts a new trace, never an error. Either way the request gets a new span ID of its own, and res
+// gets the traceparent naming it (the header a Level 2 server would call traceresponse), plus the
+// request's tracestate as received when its traceparent was valid (section 3.3: a tracestate is
+// meaningless without one). It returns the response traceparent.
+func startTrace(res, req http.Header) string {
+	traceID, sampled, ok := parseTraceparent(req["Traceparent"])
+	var b [55]byte
+	copy(b[:], "00-")
+	if ok {
+		copy(b[3:35], traceID)
+	} else {
+		// A new trace: random, never all zero (section 3.2.2.3), unsampled, as the spec's default for
+		// a trace this component starts (3.2.2.5.1). math/rand/v2's generator is seeded by the
+		// runtime and costs no system call; trace IDs are identifiers, not secrets.
+		var id [16]byte
+		binary.BigEndian.PutUint64(id[:8], mrand.Uint64())
+		binary.BigEndian.PutUint64(id[8:], mrand.Uint64()|1)
+		hex.Encode(b[3:35], id[:])
+	}
+	b[35] = '-'
+	var span [8]byte
+	binary.BigEndian.PutUint64(span[:], mrand.Uint64()|1<<63) // never all zero (3.2.2.4)
+	hex.Encode(b[36:52], span[:])
+	b[52], b[53], b[54] = '-', '0', '0'
+	if sampled {
+		b[54] = '1' // the only flag defined; the others must be sent as zero (3.2.2.5)
+	}
+	tp := string(b[:])
+	res["Traceparent"] = []string{tp}
+	if ts := req["Tracestate"]; ok && len(ts) > 0 {
+		if v := strings.Join(ts, ","); strings.Trim(v, " \t,") != "" { // multiple fields combine as one list (RFC 9110 5.3)
+			res["Tracestate"] = []string{v}
+		}
+	}
+	return tp
+}
+
+// parseTraceparent validates a request's traceparent header fields (Trace Context Level 1, section
+// 3.2): exactly one field; version two lowercase hex digits and not ff; for version 00 exactly 55
+// characters, for a later version at least 55 with a '-' after them (its further fields ignored);
+// trace-id 32 and parent-id 16 lowercase hex digits, neither all zero; trace-flags two lowercase hex
+// digits, of which only the sampled bit is kept.
+func parseTraceparent(fields []string) (traceID string, sampled, ok bool) {
+	if len(fields) != 1 || len(fields[0]) < 55 {
+		return "", false, false
+	}
+	v := fields[0]
+	if !lowerHex(v[0:2]) || v[0:2] == "ff" || v[2] != '-' || v[35] != '-' || v[52] != '-' ||
+		v[0:2] == "00" && len(v) != 55 || len(v) > 55 && v[55] != '-' {
+		return "", false, false
+	}
+	traceID, parentID, flags := v[3:35], v[36:52], v[53:55]
+	if !lowerHex(traceID) || !lowerHex(parentID) || !lowerHex(flags) ||
+		strings.Trim(traceID, "0") == "" || strings.Trim(parentID, "0") == "" {
+		return "", false, false
+	}
+	low := flags[1] - '0' // the sampled bit is the low bit of the last digit's value
+	if flags[1] >= 'a' {
+		low = flags[1] - 'a' + 10
+	}
+	return traceID, low&1 == 1, true
+}
+
+// lowerHex reports whether s is all lowercase hex digits (W3C's HEXDIGLC).
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // headerID reads an ID header (by its canonical key, so the lookup does not allocate): "" when absent
@@ -136,9 +261,16 @@ type statusWriter struct {
 	http.ResponseWriter
 	status          int
 	id              string
+	traceparent     string // the response's: version, trace ID, this request's span ID, flags
 	subHash         string
-	canReadPatients bool // the token may read Patients, so an answer may name another Patient's id
+	canReadPatients bool          // the token may read Patients, so an answer may name another Patient's id
+	route           *routeMetrics // set by withRoute; nil when no route took the request
+	overloaded      bool          // the request arrived with MAX_IN_FLIGHT requests already in flight
+	shed            bool          // withRoute refused it for that
 }
+
+// traceID is the request's trace ID, from its traceparent.
+func (w *statusWriter) traceID() string { return w.traceparent[3:35] }
 
 // WriteHeader records the first status written.
 func (w *statusWriter) WriteHeader(code int) {

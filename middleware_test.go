@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -81,7 +82,7 @@ func TestPanicRecovery(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /boom", func(http.ResponseWriter, *http.Request) { panic("patient 9434765919 broke it") })
 	mux.Handle("GET /livez", handleLivez())
-	srv := httptest.NewServer(withRequestContext(slog.New(slog.NewJSONHandler(&logs, nil)), mux))
+	srv := httptest.NewServer(withRequestContext(slog.New(slog.NewJSONHandler(&logs, nil)), testMetrics(), mux))
 	defer srv.Close()
 
 	res, err := http.Get(srv.URL + "/boom")
@@ -105,9 +106,10 @@ func TestPanicRecovery(t *testing.T) {
 // TestRequestLog checks the one log line per request and that it carries no body or query data.
 func TestRequestLog(t *testing.T) {
 	var logs bytes.Buffer
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 	req := postEGFR(`{"sex":"female","serum_creatinine_umol_l":77.7,"age":63}`)
 	req.Header.Set("X-Correlation-ID", "corr-9")
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	req.URL.RawQuery = "nhs=9434765919"
 	h.ServeHTTP(httptest.NewRecorder(), req)
 	var line map[string]any
@@ -120,7 +122,7 @@ func TestRequestLog(t *testing.T) {
 	}
 	delete(line, "duration_us")
 	want := map[string]any{"level": "INFO", "msg": "request", "method": "POST", "route": "POST /egfr",
-		"status": float64(200), "request_id": testRequestID, "correlation_id": "corr-9"}
+		"status": float64(200), "request_id": testRequestID, "correlation_id": "corr-9", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
 	if diff := cmp.Diff(want, line); diff != "" {
 		t.Errorf("log line (-want +got):\n%s", diff)
 	}
@@ -133,7 +135,7 @@ func TestRequestLog(t *testing.T) {
 
 func TestRequestLogHashesSubject(t *testing.T) {
 	var logs bytes.Buffer
-	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 	tok := localTestIssuer(t).token(t, allScopes)
 	req := fhirReq("GET", "/Patient/unknown-1", "", "Authorization", "Bearer "+tok)
 	h.ServeHTTP(httptest.NewRecorder(), req)
@@ -149,7 +151,7 @@ func TestRequestLogHashesSubject(t *testing.T) {
 func TestEGFRAuthRequired(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.auth.EGFRRequired = true
-	h := newServer(slog.New(slog.DiscardHandler), cfg, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
+	h := newServer(slog.New(slog.DiscardHandler), cfg, testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 	for path, body := range map[string]string{
 		"/egfr": `{"sex":"male","serum_creatinine_umol_l":88,"age":50}`,
 		"/crcl": `{"sex":"male","serum_creatinine_umol_l":88,"age":50,"weight_kg":70}`,
@@ -167,5 +169,156 @@ func TestEGFRAuthRequired(t *testing.T) {
 		if res := doRaw(t, h, req); res.StatusCode != 200 {
 			t.Errorf("%s valid token without scopes: %d, want 200", path, res.StatusCode)
 		}
+	}
+}
+
+// TestTraceContext: a valid traceparent (Trace Context Level 1) is continued under a new span ID,
+// anything else starts a new trace and is never an error, and tracestate comes back as received
+// only with a valid traceparent.
+func TestTraceContext(t *testing.T) {
+	h := newTestServer(t)
+	const id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	tests := []struct {
+		name        string
+		traceparent []string
+		tracestate  []string
+		wantTraceID string // "" means a new trace
+		wantFlags   string
+		wantState   string
+	}{
+		{"absent", nil, nil, "", "00", ""},
+		{"sampled", []string{"00-" + id + "-" + parent + "-01"}, nil, id, "01", ""},
+		{"not sampled", []string{"00-" + id + "-" + parent + "-00"}, nil, id, "00", ""},
+		{"unknown flags zeroed", []string{"00-" + id + "-" + parent + "-09"}, nil, id, "01", ""},
+		{"unknown flag only", []string{"00-" + id + "-" + parent + "-02"}, nil, id, "00", ""},
+		{"sampled bit in hex letter", []string{"00-" + id + "-" + parent + "-0b"}, nil, id, "01", ""},
+		{"tracestate", []string{"00-" + id + "-" + parent + "-01"}, []string{"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}, id, "01", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"},
+		{"two tracestate fields", []string{"00-" + id + "-" + parent + "-01"}, []string{"rojo=1", "congo=2"}, id, "01", "rojo=1,congo=2"},
+		{"empty tracestate", []string{"00-" + id + "-" + parent + "-01"}, []string{""}, id, "01", ""},
+		{"future version", []string{"cc-" + id + "-" + parent + "-01-what-the-future-holds"}, nil, id, "01", ""},
+		{"future version exactly 55", []string{"cc-" + id + "-" + parent + "-01"}, nil, id, "01", ""},
+		{"future version no dash after flags", []string{"cc-" + id + "-" + parent + "-01x"}, nil, "", "00", ""},
+		{"version ff", []string{"ff-" + id + "-" + parent + "-01"}, nil, "", "00", ""},
+		{"version 00 with more fields", []string{"00-" + id + "-" + parent + "-01-extra"}, nil, "", "00", ""},
+		{"uppercase", []string{"00-" + strings.ToUpper(id) + "-" + parent + "-01"}, nil, "", "00", ""},
+		{"uppercase version", []string{"0A-" + id + "-" + parent + "-01"}, nil, "", "00", ""},
+		{"zero trace id", []string{"00-" + strings.Repeat("0", 32) + "-" + parent + "-01"}, nil, "", "00", ""},
+		{"zero parent id", []string{"00-" + id + "-" + strings.Repeat("0", 16) + "-01"}, nil, "", "00", ""},
+		{"short trace id", []string{"00-" + id[1:] + "-" + parent + "-01"}, nil, "", "00", ""},
+		{"wrong separator", []string{"00_" + id + "-" + parent + "-01"}, nil, "", "00", ""},
+		{"non-hex", []string{"00-" + id[:31] + "g-" + parent + "-01"}, nil, "", "00", ""},
+		{"sent twice", []string{"00-" + id + "-" + parent + "-01", "00-" + id + "-" + parent + "-01"}, nil, "", "00", ""},
+		{"tracestate without traceparent", nil, []string{"congo=t61rcWkgMzE"}, "", "00", ""},
+		{"tracestate with invalid traceparent", []string{"00-xyz"}, []string{"congo=t61rcWkgMzE"}, "", "00", ""},
+	}
+	valid := regexp.MustCompile(`^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$`)
+	seen := map[string]bool{}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "/metadata", nil)
+			req.Header["Traceparent"] = tt.traceparent
+			req.Header["Tracestate"] = tt.tracestate
+			res := do(t, h, req)
+			if res.StatusCode != 200 {
+				t.Errorf("status %d, want 200: a bad traceparent is never an error", res.StatusCode)
+			}
+			got := valid.FindStringSubmatch(res.Header.Get("traceparent"))
+			if got == nil {
+				t.Fatalf("traceparent %q is not version 00 with lowercase non-zero IDs", res.Header.Get("traceparent"))
+			}
+			traceID, span, flags := got[1], got[2], got[3]
+			if tt.wantTraceID != "" && traceID != tt.wantTraceID || tt.wantTraceID == "" && (traceID == id || seen[traceID]) {
+				t.Errorf("trace ID %s, want %s", traceID, tt.wantTraceID+" (\"\" means a new one)")
+			}
+			seen[traceID] = true
+			if span == parent || strings.Trim(span, "0") == "" || strings.Trim(traceID, "0") == "" {
+				t.Errorf("span ID %s: want a new, non-zero one", span)
+			}
+			if flags != tt.wantFlags {
+				t.Errorf("flags %s, want %s", flags, tt.wantFlags)
+			}
+			if got := res.Header.Values("tracestate"); tt.wantState == "" && len(got) > 0 || tt.wantState != "" && (len(got) != 1 || got[0] != tt.wantState) {
+				t.Errorf("tracestate %q, want %q", got, tt.wantState)
+			}
+		})
+	}
+}
+
+// TestTraceIDInEveryLogLine: the request line and the lines a request causes (here a store failure,
+// logged by writeStoreError) carry the request's trace ID.
+func TestTraceIDInEveryLogLine(t *testing.T) {
+	var logs bytes.Buffer
+	store := testStore(t)
+	store.Close() // every write now fails: a 503, logged
+	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t), time.Now)
+	req := postPatient(`{"resourceType":"Patient","gender":"female"}`)
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	if res := do(t, h, req); res.StatusCode != 503 {
+		t.Fatalf("status %d, want 503 from a closed store", res.StatusCode)
+	}
+	var msgs []string
+	for line := range strings.Lines(logs.String()) {
+		var l struct {
+			Msg     string
+			TraceID string `json:"trace_id"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		msgs = append(msgs, l.Msg)
+		if l.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" {
+			t.Errorf("log line without the trace ID: %s", line)
+		}
+	}
+	if diff := cmp.Diff([]string{"patient store", "request"}, msgs); diff != "" {
+		t.Errorf("log lines (-want +got):\n%s", diff)
+	}
+}
+
+// TestOverloadCap: with MAX_IN_FLIGHT requests in flight, the next is answered 503 at once with
+// Retry-After in its route family's format, the probes are still answered, and once the request in
+// flight finishes, requests are served again.
+func TestOverloadCap(t *testing.T) {
+	m := newMetrics(1)
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), m, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
+	// A create whose body has not arrived yet holds the one place.
+	body, send := io.Pipe()
+	held := postPatient("")
+	held.Body = body
+	held.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, allScopes))
+	done := make(chan int)
+	go func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, held)
+		done <- rec.Code
+	}()
+	for m.inFlight.Load() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	egfr := do(t, h, postEGFR(`{"sex":"male","serum_creatinine_umol_l":88,"age":50}`))
+	if egfr.StatusCode != 503 || egfr.Header.Get("Retry-After") != "1" {
+		t.Errorf("POST /egfr over the cap: %d, Retry-After %q; want 503 and 1", egfr.StatusCode, egfr.Header.Get("Retry-After"))
+	}
+	want := problem{Type: "about:blank", Title: "Service Unavailable", Status: 503,
+		Detail: "The service is at capacity (too many requests in flight); retry shortly.", RequestID: egfr.Header.Get("X-Request-ID")}
+	if diff := cmp.Diff(want, decodeBody[problem](t, egfr), cmp.AllowUnexported(fieldError{})); diff != "" {
+		t.Errorf("503 body (-want +got):\n%s", diff)
+	}
+	read := do(t, h, fhirReq("GET", "/Patient/abc", ""))
+	if oo := decodeBody[operationOutcome](t, read); read.StatusCode != 503 || len(oo.Issue) != 1 || oo.Issue[0].Code != "transient" {
+		t.Errorf("GET /Patient/abc over the cap: %d %+v, want 503 with a transient issue", read.StatusCode, oo)
+	}
+	for _, probe := range []string{"/livez", "/readyz"} {
+		if res := do(t, h, httptest.NewRequest("GET", probe, nil)); res.StatusCode != 200 {
+			t.Errorf("%s over the cap: %d, want 200 (probes are never refused)", probe, res.StatusCode)
+		}
+	}
+	if got := m.refused.Load(); got != 2 {
+		t.Errorf("refused %d requests, want 2", got)
+	}
+	send.CloseWithError(io.ErrUnexpectedEOF)
+	<-done
+	if res := do(t, h, postEGFR(`{"sex":"male","serum_creatinine_umol_l":88,"age":50}`)); res.StatusCode != 200 {
+		t.Errorf("POST /egfr under the cap again: %d, want 200", res.StatusCode)
 	}
 }

@@ -148,7 +148,7 @@ func TestObservationsValidateAgainstR4Schema(t *testing.T) {
 // under 2 (no KDIGO category) and a creatinine clearance.
 func TestObservationContent(t *testing.T) {
 	at := time.Date(2026, 11, 26, 10, 36, 22, 9_000_000, time.FixedZone("BST", 3600))
-	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t),
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t),
 		func() time.Time { return at })
 	lab := `"category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"laboratory","display":"Laboratory"}]}]`
 	tests := []struct {
@@ -330,7 +330,7 @@ func TestObservationPatientOrder(t *testing.T) {
 	if p := decodeBody[problem](t, res); res.StatusCode != 422 || len(p.Errors) != 1 || p.Errors[0].Loc[1] != "age" {
 		t.Errorf("invalid body with patient_id, no token: status %d, errors %+v", res.StatusCode, p.Errors)
 	}
-	open := newServer(slog.New(slog.DiscardHandler), config{}, func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil, time.Now)
+	open := newServer(slog.New(slog.DiscardHandler), config{}, testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), nil, time.Now)
 	req := fhirRequest(postEGFR(`{"sex":"female","serum_creatinine_umol_l":110,"age":72,"patient_id":"p1"}`))
 	req.Header.Set("Authorization", "Bearer "+reader)
 	if res := do(t, open, req); res.StatusCode != 401 {

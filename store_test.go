@@ -1176,7 +1176,7 @@ func TestStoreDiskFull(t *testing.T) {
 		t.Errorf("Update while full = %v, want errStoreFull", err)
 	}
 	// Through HTTP: 507, with Retry-After, in an OperationOutcome, and reads still 200.
-	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t), time.Now)
+	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t), time.Now)
 	token := "Bearer " + localTestIssuer(t).token(t, allScopes)
 	big := `{"resourceType":"Patient","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">` + strings.Repeat("x", 200<<10) + `</div>"}}`
 	res := do(t, h, fhirReq("POST", "/Patient", big, "Authorization", token))

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # No Docker engine runs here, so this proves the Dockerfile's steps instead: it builds the binary with
-# the Dockerfile's own build command, checks it is static, and runs it from an otherwise empty root
-# directory (chroot) as uid 65532, the distroless nonroot user, until /livez answers; the only other
-# thing in that root is the nonroot user's home, as the distroless image has it, for DATA_DIR. Then
-# it checks the Patient routes refuse without auth configured and the journal is in DATA_DIR. Needs root.
+# the Dockerfile's own build command and Go release (its GOTOOLCHAIN), checks it is static, and runs
+# it from an otherwise empty root directory (chroot) as uid 65532, the distroless nonroot user, until
+# /livez answers; the only other thing in that root is the nonroot user's home, as the distroless
+# image has it, for DATA_DIR. Then it checks the Patient routes refuse without auth configured and the
+# journal is in DATA_DIR. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_cmd=$(sed -n 's/^RUN \(CGO_ENABLED=0 go build .*\) -o \/out\/clinicalapi \.$/\1/p' Dockerfile)
 [ -n "$build_cmd" ] || { echo "container-check: build command not found in Dockerfile" >&2; exit 1; }
+# The Dockerfile names the Go release that compiles the binary; build with exactly that one.
+release_go=$(sed -n 's/^ENV GOTOOLCHAIN=\(go[0-9.]*\)$/\1/p' Dockerfile)
+[ -n "$release_go" ] || { echo "container-check: ENV GOTOOLCHAIN not found in Dockerfile" >&2; exit 1; }
 root=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$root" "$root.log"' EXIT
 pid=
-env $build_cmd -o "$root/clinicalapi" .
+env GOTOOLCHAIN="$release_go" $build_cmd -o "$root/clinicalapi" .
+built_with=$(go version "$root/clinicalapi" | cut -d' ' -f2)
+[ "$built_with" = "$release_go" ] || { echo "container-check: built with $built_with, want $release_go" >&2; exit 1; }
 if ldd "$root/clinicalapi" >/dev/null 2>&1; then
   echo "container-check: binary is dynamically linked" >&2; exit 1
 fi
