@@ -771,8 +771,9 @@ func crclBody(s string, scr float64, age int, weight float64) string {
 }
 
 // TestCrClMatchesPublishedValues sends the published Cockcroft-Gault values through POST /crcl: the
-// one-decimal value within 0.05 of the published value (plus its precision), a whole number rounded
-// to it, and the MHRA advice and the weight used in every answer.
+// one-decimal value within 0.05 of the published value (plus its precision), within 0.5 of a published
+// whole number (97.47 is 97 to the source and 97.5 to us: rounding our one decimal again would be a
+// second rounding), and the MHRA advice and the weight used in every answer.
 func TestCrClMatchesPublishedValues(t *testing.T) {
 	h := newTestServer(t)
 	for _, ref := range publishedCrCl {
@@ -784,7 +785,7 @@ func TestCrClMatchesPublishedValues(t *testing.T) {
 		}
 		ok := math.Abs(got.CrCl-ref.want) <= 0.05+ref.tol+1e-9
 		if ref.tol == 0.5 {
-			ok = math.Round(got.CrCl) == ref.want
+			ok = math.Abs(got.CrCl-ref.want) <= 0.5+1e-9
 		}
 		if !ok {
 			t.Errorf("%s: crcl %.1f, published %g", ref.source, got.CrCl, ref.want)
