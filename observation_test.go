@@ -292,6 +292,44 @@ func TestR4SchemaCatchesDrift(t *testing.T) {
 	}
 }
 
+// TestSpecObservationExamples runs every application/fhir+json Observation example in openapi.json
+// (the 200 answers of POST /egfr and POST /crcl) through the same R4 check as the service's answers,
+// so the documented examples cannot drift from R4 unnoticed.
+func TestSpecObservationExamples(t *testing.T) {
+	spec := mustSpec(t)
+	var checked []string
+	for path, item := range spec["paths"].(map[string]any) {
+		for method, op := range mapOf(item) {
+			for status, res := range mapOf(mapOf(op)["responses"]) {
+				media := mapOf(mapOf(resolveResponse(spec, res)["content"])["application/fhir+json"])
+				examples := []any{media["example"]}
+				for _, ex := range mapOf(media["examples"]) {
+					examples = append(examples, mapOf(ex)["value"])
+				}
+				for _, ex := range examples {
+					if mapOf(ex)["resourceType"] != "Observation" {
+						continue
+					}
+					at := strings.ToUpper(method) + " " + path + " " + status
+					checked = append(checked, at)
+					b, err := json.Marshal(ex)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, problems := r4Problems(t, b)
+					for _, p := range problems {
+						t.Errorf("%s example: %s", at, p)
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(checked)
+	if diff := cmp.Diff([]string{"POST /crcl 200", "POST /egfr 200"}, checked); diff != "" {
+		t.Errorf("Observation examples checked (-want +got):\n%s", diff)
+	}
+}
+
 // TestCalculatorAccept checks content negotiation: an Observation only when Accept prefers
 // application/fhir+json; errors stay problem details, as this is not a FHIR route.
 func TestCalculatorAccept(t *testing.T) {
