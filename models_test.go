@@ -96,6 +96,12 @@ var publishedEGFR = []egfrRef{
 	{source: "alwinw/epocakir@45377a58 tests/testthat/test-ckd.R eGFR_adult_SCysC 133*(0.4/0.8)^-0.499*0.996^30", formula: formula2012CysC, sex: "male", cysC: 0.4, age: 30, want: 166.6655199440982, tol: 0.05},
 	{source: "alwinw/epocakir@45377a58 tests/testthat/test-ckd.R eGFR_adult_SCysC 133*(1.2/0.8)^-1.328*0.996^20", formula: formula2012CysC, sex: "male", cysC: 1.2, age: 20, want: 71.64554941428013, tol: 0.05},
 	{source: "alwinw/epocakir@45377a58 tests/testthat/test-ckd.R eGFR_adult_SCysC 133*(1.2/0.8)^-1.328*0.996^30", formula: formula2012CysC, sex: "male", cysC: 1.2, age: 30, want: 68.83076582870594, tol: 0.05},
+	// At the knee (0.8 mg/L): epocakir's closed forms at the commit that tested them, transcribed as
+	// written less the factor (0.8/0.8)^-1.328, which is 1 (later commits moved these rows to 1.2 mg/L).
+	{source: "alwinw/epocakir@8de25f5a tests/testthat/test-ckd.R eGFR.adult.SCysC 133*(0.8/0.8)^-1.328*0.996^20*0.932 (knee)", formula: formula2012CysC, sex: "female", cysC: 0.8, age: 20, want: 133 * math.Pow(0.996, 20) * 0.932, tol: 0.05},
+	{source: "alwinw/epocakir@8de25f5a tests/testthat/test-ckd.R eGFR.adult.SCysC 133*(0.8/0.8)^-1.328*0.996^30*0.932 (knee)", formula: formula2012CysC, sex: "female", cysC: 0.8, age: 30, want: 133 * math.Pow(0.996, 30) * 0.932, tol: 0.05},
+	{source: "alwinw/epocakir@8de25f5a tests/testthat/test-ckd.R eGFR.adult.SCysC 133*(0.8/0.8)^-1.328*0.996^20 (knee)", formula: formula2012CysC, sex: "male", cysC: 0.8, age: 20, want: 133 * math.Pow(0.996, 20), tol: 0.05},
+	{source: "alwinw/epocakir@8de25f5a tests/testthat/test-ckd.R eGFR.adult.SCysC 133*(0.8/0.8)^-1.328*0.996^30 (knee)", formula: formula2012CysC, sex: "male", cysC: 0.8, age: 30, want: 133 * math.Pow(0.996, 30), tol: 0.05},
 	{source: "openEHR/gdl-guideline-models@430af4dc guidelines/Estimated_GFR.v1.test.yml case 14 (below the knee)", formula: formula2012CysC, sex: "male", cysC: 0.7, age: 56, want: 113.58, tol: 0.005},
 	{source: "openEHR/gdl-guideline-models@430af4dc guidelines/Estimated_GFR.v1.test.yml case 15", formula: formula2012CysC, sex: "male", cysC: 0.9, age: 56, want: 90.87, tol: 0.005},
 	{source: "openEHR/gdl-guideline-models@430af4dc guidelines/Estimated_GFR.v1.test.yml case 16 (below the knee)", formula: formula2012CysC, sex: "female", cysC: 0.7, age: 56, want: 105.86, tol: 0.005},
@@ -151,6 +157,24 @@ var publishedEGFR = []egfrRef{
 	{source: "ckidstudy/CKiD_U25@70d07cde U25eGFR.excel_calculator.xlsx row 11 (decimal age)", formula: formulaU25Avg, sex: "male", scrUmolL: 159.12, cysC: 1.5, heightCm: 130, age: 14.5, want: 44.629686733831647, tol: 1e-9},
 	{source: "scientific-tools-org/kidney.epi@d4e6f31b docs/reference/egfr.ckid_u25.cr.html (24.68; age 10: kidney.epi's constants are the authors' here)", formula: formulaU25Cr, sex: "male", scrUmolL: 123.76, heightCm: 90, age: 10, want: 24.68, tol: 0.005},
 	{source: "scientific-tools-org/kidney.epi@d4e6f31b docs/reference/egfr.ckid_u25.cys.html (103.2; age 10: kidney.epi's constants are the authors' here)", formula: formulaU25CysC, sex: "male", cysC: 0.8, age: 10, want: 103.2, tol: 0.005},
+
+	// CKiD U25, a second implementation: the openEHR GDL guideline CKID_U25_EGFR v0.0.4, whose K
+	// functions are the authors' SAS code in every band (K_cr 39.0*1.045^(age-12) and 36.1*1.023^(age-12)
+	// at 12-18, K_cys 68.3 for women from 18; not kidney.epi 1.3.0's 41.8/37.6 and 41.4), and its
+	// fixture's results (whole numbers) at SCr 0.8 mg/dL, CysC 0.9 mg/L, 175 cm. Its average (case 18)
+	// is not used: the guideline keeps one k for both markers, so the creatinine part there uses 68.3.
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 06 M 10 y 84", formula: formulaU25Cr, sex: "male", scrUmolL: 70.72, heightCm: 175, age: 10, want: 84, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 07 M 15 y 97 (15-18: authors' K 39.0*1.045^(age-12))", formula: formulaU25Cr, sex: "male", scrUmolL: 70.72, heightCm: 175, age: 15, want: 97, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 08 M 19 y 111", formula: formulaU25Cr, sex: "male", scrUmolL: 70.72, heightCm: 175, age: 19, want: 111, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 09 F 10 y 78", formula: formulaU25Cr, sex: "female", scrUmolL: 70.72, heightCm: 175, age: 10, want: 78, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 10 F 15 y 85 (15-18: authors' K 36.1*1.023^(age-12))", formula: formulaU25Cr, sex: "female", scrUmolL: 70.72, heightCm: 175, age: 15, want: 85, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 11 F 19 y 91", formula: formulaU25Cr, sex: "female", scrUmolL: 70.72, heightCm: 175, age: 19, want: 91, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 12 M 10 y 92", formula: formulaU25CysC, sex: "male", cysC: 0.9, age: 10, want: 92, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 13 M 15 y 97", formula: formulaU25CysC, sex: "male", cysC: 0.9, age: 15, want: 97, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 14 M 19 y 86", formula: formulaU25CysC, sex: "male", cysC: 0.9, age: 19, want: 86, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 15 F 10 y 88", formula: formulaU25CysC, sex: "female", cysC: 0.9, age: 10, want: 88, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 16 F 16 y 80 (authors' K 79.9*0.974^(age-12))", formula: formulaU25CysC, sex: "female", cysC: 0.9, age: 16, want: 80, tol: 0.5},
+	{source: "openEHR/gdl-guideline-models@5135b4c3 fixtures/CKID_U25_EGFR.v0.0.4.fixture.yml case 17 F 19 y 76 (woman from 18: authors' K 68.3)", formula: formulaU25CysC, sex: "female", cysC: 0.9, age: 19, want: 76, tol: 0.5},
 
 	// Bedside Schwartz. Age is not in the equation: a source that gives none is sent with age 5.
 	{source: "johnasher/transplantr@9662038 tests/testthat/test_egfr.R schwartz_US(0.6, 101) 69.5", formula: formulaSchwartz, sex: "male", scrUmolL: 53.04, heightCm: 101, age: 5, want: 69.5, tol: 0.05},
@@ -233,6 +257,18 @@ var publishedCrCl = []crclRef{
 	{source: "JMLuther/tabletools@1d659b06 R/calculate_creatclearance_cg.R example 68.05556", sex: "male", scrUmolL: 88.4, age: 70, weightKg: 70, want: 68.05556, tol: 5e-6},
 	{source: "JMLuther/tabletools@1d659b06 R/calculate_creatclearance_cg.R example 87.5", sex: "male", scrUmolL: 88.4, age: 50, weightKg: 70, want: 87.5, tol: 5e-6},
 	{source: "JMLuther/tabletools@1d659b06 R/calculate_creatclearance_cg.R example 74.375", sex: "female", scrUmolL: 88.4, age: 50, weightKg: 70, want: 74.375, tol: 5e-6},
+	// Other creatinine values. admiral divides µmol/L by 88.42 (so its µmol/L row is fed as the value
+	// that gives admiral's mg/dL under our 88.4). The openEHR GDL guideline rounds UP (ceil) to a whole
+	// number, so its value is an upper bound: tolerance 1.
+	{source: "pharmaverse/admiral@05459a5e tests/testthat/test-compute_kidney.R Test 01.03 (NKF calculator) 1.09 mg/dL 55 M 90 kg 97", sex: "male", scrUmolL: 96.356, age: 55, weightKg: 90, want: 97, tol: 0.5},
+	{source: "pharmaverse/admiral@05459a5e tests/testthat/test-compute_kidney.R Test 01.04 (NKF calculator) 85 µmol/L 65 F 60 kg 55", sex: "female", scrUmolL: 85 * 88.4 / 88.42, age: 65, weightKg: 60, want: 55, tol: 0.5},
+	{source: "InsightRX/clinPK@86e3ad93 tests/testthat/test_calc_egfr.R \"egfr cap applied\" 40 M 80 kg 3 mg/dL 37", sex: "male", scrUmolL: 265.2, age: 40, weightKg: 80, want: 37, tol: 0.5},
+	{source: "dpastoor/clincalc@a2bd3b51 src/__tests__/renalFunction.test.ts renalFunction(60, 60, 0.5, false) \"133.33\"", sex: "male", scrUmolL: 44.2, age: 60, weightKg: 60, want: 133.33, tol: 0.005},
+	{source: "dpastoor/clincalc@a2bd3b51 src/__tests__/renalFunction.test.ts renalFunction(60, 60, 0.5, true) \"113.33\"", sex: "female", scrUmolL: 44.2, age: 60, weightKg: 60, want: 113.33, tol: 0.005},
+	{source: "openEHR/gdl-guideline-models@430af4dc guidelines/Creatinine_Clearance_Cockcroft_Gault.v1.test.yml female_24yo_54kg_5mg/dl 15 (ceil)", sex: "female", scrUmolL: 442, age: 24, weightKg: 54, want: 15, tol: 1},
+	{source: "openEHR/gdl-guideline-models@430af4dc guidelines/Creatinine_Clearance_Cockcroft_Gault.v1.test.yml male_24yo_54kg_5mg/dl 18 (ceil)", sex: "male", scrUmolL: 442, age: 24, weightKg: 54, want: 18, tol: 1},
+	{source: "openEHR/gdl-guideline-models@430af4dc guidelines/Creatinine_Clearance_Cockcroft_Gault.v1.test.yml female_68yo_68kg_5mg/dl 12 (ceil)", sex: "female", scrUmolL: 442, age: 68, weightKg: 68, want: 12, tol: 1},
+	{source: "openEHR/gdl-guideline-models@430af4dc guidelines/Creatinine_Clearance_Cockcroft_Gault.v1.test.yml male_68yo_68kg_5mg/dl 14 (ceil)", sex: "male", scrUmolL: 442, age: 68, weightKg: 68, want: 14, tol: 1},
 }
 
 // TestCockcroftGaultMatchesPublishedValues checks the unrounded equation at each source's precision.

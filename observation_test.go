@@ -6,15 +6,18 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -30,8 +33,9 @@ var loadObservationSchema = sync.OnceValues(func() (map[string]any, error) {
 })
 
 // r4Problems reads body with the strict reader (one object, valid UTF-8, no duplicate keys) and
-// returns every way it breaks the R4 schema's Observation, and the FHIR JSON rules the schema cannot
-// state (no null, "", [] or {}).
+// returns every way it breaks the R4 schema's Observation, and the rules the schema cannot state: no
+// null, "", [] or {} (FHIR JSON), at most one value[x] (Observation and each component) and one
+// effective[x], and the invariants obs-6 and obs-7 (observationRules).
 func r4Problems(t testing.TB, body []byte) (v any, problems []string) {
 	t.Helper()
 	schema, err := loadObservationSchema()
@@ -73,7 +77,61 @@ func r4Problems(t testing.TB, body []byte) (v any, problems []string) {
 		}
 	}
 	walk(v, "Observation")
+	if o, ok := v.(map[string]any); ok {
+		problems = append(problems, observationRules(o)...)
+	}
 	return v, problems
+}
+
+// observationRules checks what the R4 JSON schema lists as independent optional properties but the
+// specification restricts (hl7.org/fhir/R4/observation.html): a choice type [x] takes one of its types
+// only, obs-6 "dataAbsentReason SHALL only be present if Observation.value[x] is not present", and
+// obs-7 "If Observation.code is the same as an Observation.component.code then the value element
+// associated with the code SHALL NOT be present" (FHIRPath: value.empty() or component.code.where(
+// coding.intersect(%resource.code.coding).exists()).empty(); codings compared by system and code).
+func observationRules(o map[string]any) (problems []string) {
+	one := func(m map[string]any, prefix, at string) bool {
+		keys := choiceKeys(m, prefix)
+		if len(keys) > 1 {
+			problems = append(problems, fmt.Sprintf("%s: %s[x] more than once: %v", at, prefix, keys))
+		}
+		return len(keys) > 0
+	}
+	hasValue := one(o, "value", "Observation")
+	one(o, "effective", "Observation")
+	if _, ok := o["dataAbsentReason"]; ok && hasValue {
+		problems = append(problems, "Observation: obs-6: dataAbsentReason with a value[x]")
+	}
+	codings := func(code any) map[string]bool {
+		set := map[string]bool{}
+		for _, c := range asSlice(mapOf(code)["coding"]) {
+			set[fmt.Sprint(mapOf(c)["system"], "|", mapOf(c)["code"])] = true
+		}
+		return set
+	}
+	own := codings(o["code"])
+	for i, c := range asSlice(o["component"]) {
+		at := "Observation.component[" + strconv.Itoa(i) + "]"
+		one(mapOf(c), "value", at)
+		for k := range codings(mapOf(c)["code"]) {
+			if own[k] && hasValue {
+				problems = append(problems, fmt.Sprintf("%s: obs-7: the Observation's code %s with an Observation value[x]", at, k))
+			}
+		}
+	}
+	return problems
+}
+
+// choiceKeys are the keys of m that are prefix followed by a type name (valueQuantity, valueString).
+func choiceKeys(m map[string]any, prefix string) []string {
+	var keys []string
+	for k := range m {
+		if rest, ok := strings.CutPrefix(k, prefix); ok && rest != "" && unicode.IsUpper(rune(rest[0])) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // fhirRequest is req asking for a FHIR answer.
@@ -199,25 +257,76 @@ func TestR4SchemaCatchesDrift(t *testing.T) {
 	if _, problems := r4Problems(t, []byte(good)); len(problems) > 0 {
 		t.Fatalf("the real Observation fails: %v", problems)
 	}
-	for _, tt := range []struct{ old, new string }{
-		{`"status":"final"`, `"status":"done"`},
-		{`"status":"final"`, `"status":"final","conclusion":"x"`},
-		{`"resourceType":"Observation"`, `"resourceType":"Observations"`},
-		{`"value":92.2`, `"value":"92.2"`},
-		{`"effectiveDateTime":"`, `"effectiveDateTime":"20261-`},
-		{`"system":"http://loinc.org"`, `"system":"http://loinc.org","userSelected":"yes"`},
-		{`"status":"final"`, `"status":"final","status":"final"`},
-		{`"note":[{`, `"note":[],"x":[{`},
-		{`"text":"eGFR (CKD-EPI 2021 creatinine)"`, `"text":""`},
-		{`"status":"final"`, `"status":"final","contained":[{"resourceType":"Patient"}]`},
+	loinc := `{"coding":[{"system":"http://loinc.org","code":"98979-8"}]}`
+	for _, tt := range []struct{ old, new, problem string }{
+		{`"status":"final"`, `"status":"done"`, ""},
+		{`"status":"final"`, `"status":"final","conclusion":"x"`, ""},
+		{`"resourceType":"Observation"`, `"resourceType":"Observations"`, ""},
+		{`"value":92.2`, `"value":"92.2"`, ""},
+		{`"effectiveDateTime":"`, `"effectiveDateTime":"20261-`, ""},
+		{`"system":"http://loinc.org"`, `"system":"http://loinc.org","userSelected":"yes"`, ""},
+		{`"status":"final"`, `"status":"final","status":"final"`, ""},
+		{`"note":[{`, `"note":[],"x":[{`, ""},
+		{`"text":"eGFR (CKD-EPI 2021 creatinine)"`, `"text":""`, ""},
+		{`"status":"final"`, `"status":"final","contained":[{"resourceType":"Patient"}]`, ""},
+		// The schema accepts these: each must be caught by observationRules.
+		{`"valueQuantity":{`, `"valueString":"92","valueQuantity":{`, "value[x] more than once"},
+		{`"effectiveDateTime":"`, `"effectiveInstant":"2026-01-01T00:00:00Z","effectiveDateTime":"`, "effective[x] more than once"},
+		{`"valueQuantity":{`, `"dataAbsentReason":{"text":"x"},"valueQuantity":{`, "obs-6"},
+		{`"status":"final"`, `"status":"final","component":[{"code":` + loinc + `}]`, "obs-7"},
+		{`"status":"final"`, `"status":"final","component":[{"code":{"text":"x"},"valueString":"a","valueBoolean":true}]`, "component[0]: value[x] more than once"},
 	} {
 		bad := strings.Replace(good, tt.old, tt.new, 1)
 		if bad == good {
 			t.Fatalf("%q not in the Observation", tt.old)
 		}
-		if _, problems := r4Problems(t, []byte(bad)); len(problems) == 0 {
-			t.Errorf("%s -> %s: accepted", tt.old, tt.new)
+		_, problems := r4Problems(t, []byte(bad))
+		if len(problems) == 0 || tt.problem != "" && !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tt.problem) }) {
+			t.Errorf("%s -> %s: problems %q, want one with %q", tt.old, tt.new, problems, tt.problem)
 		}
+	}
+	// A component with its own code and value is allowed next to the Observation's value (obs-7).
+	fine := strings.Replace(good, `"status":"final"`, `"status":"final","component":[{"code":{"text":"x"},"valueString":"a"}]`, 1)
+	if _, problems := r4Problems(t, []byte(fine)); len(problems) > 0 {
+		t.Errorf("a component with another code: %v", problems)
+	}
+}
+
+// TestSpecObservationExamples runs every application/fhir+json Observation example in openapi.json
+// (the 200 answers of POST /egfr and POST /crcl) through the same R4 check as the service's answers,
+// so the documented examples cannot drift from R4 unnoticed.
+func TestSpecObservationExamples(t *testing.T) {
+	spec := mustSpec(t)
+	var checked []string
+	for path, item := range spec["paths"].(map[string]any) {
+		for method, op := range mapOf(item) {
+			for status, res := range mapOf(mapOf(op)["responses"]) {
+				media := mapOf(mapOf(resolveResponse(spec, res)["content"])["application/fhir+json"])
+				examples := []any{media["example"]}
+				for _, ex := range mapOf(media["examples"]) {
+					examples = append(examples, mapOf(ex)["value"])
+				}
+				for _, ex := range examples {
+					if mapOf(ex)["resourceType"] != "Observation" {
+						continue
+					}
+					at := strings.ToUpper(method) + " " + path + " " + status
+					checked = append(checked, at)
+					b, err := json.Marshal(ex)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, problems := r4Problems(t, b)
+					for _, p := range problems {
+						t.Errorf("%s example: %s", at, p)
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(checked)
+	if diff := cmp.Diff([]string{"POST /crcl 200", "POST /egfr 200"}, checked); diff != "" {
+		t.Errorf("Observation examples checked (-want +got):\n%s", diff)
 	}
 }
 
