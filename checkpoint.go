@@ -9,11 +9,13 @@ package main
 // one that is missing, damaged (its checksum fails), from another format, or stale (the journal does
 // not end its covered part with the record it names) is not used, and opening replays every record.
 //
-// Format: the magic "CAPIDX2\n", then uvarints (and zigzag varints where a value can be negative):
+// Format: the magic "CAPIDX3\n", then uvarints (and zigzag varints where a value can be negative):
 // the journal bytes covered; the last covered record's offset, length and payload checksum; the
-// number of slots, of interned identifier systems and of live slots in id order; the systems, each
-// length-prefixed; every slot (record offset and length, lastUpdated, version, id, live, gender,
-// birthDate range, fields blob); the live slots in id order; and last the CRC-32C of all of it.
+// number of slots, of interned strings (identifier systems and shared address parts) and of live
+// slots in id order; the interned strings, each length-prefixed; every slot (record offset and length, lastUpdated, version, id, live, gender,
+// flags, birthDate range, fields blob); the live slots in id order; and last the CRC-32C of all of it.
+// The magic changes whenever the slot or the fields blob (index.go) does, so that a checkpoint of
+// another format is refused and the index rebuilt from the journal.
 
 import (
 	"bufio"
@@ -32,7 +34,7 @@ import (
 
 const (
 	checkpointFileName     = "patients.index"
-	checkpointMagic        = "CAPIDX2\n"
+	checkpointMagic        = "CAPIDX3\n"
 	defaultCheckpointEvery = 64 << 20
 )
 
@@ -53,7 +55,7 @@ type indexSnapshot struct {
 	slots      []slot
 	ids        arena
 	fields     arena
-	systems    []string
+	dict       []string
 	order      []uint32 // live slots in id order
 	covered    int64
 	last       recordLoc
@@ -71,9 +73,9 @@ func (ix *patientIndex) snapshot() indexSnapshot {
 		snap.slots = append(snap.slots, ix.slots[c][:min(slotsPerChunk, int(ix.n)-len(snap.slots))]...)
 	}
 	snap.order = slices.Concat(ix.order, ix.pending)
-	ix.sysMu.RLock()
-	snap.systems = slices.Clone(ix.systems)
-	ix.sysMu.RUnlock()
+	ix.dictMu.RLock()
+	snap.dict = slices.Clone(ix.dict)
+	ix.dictMu.RUnlock()
 	snap.compareIDs = func(a, b uint32) int {
 		return bytes.Compare(snap.ids.get(snap.slots[a].idOff, uint32(snap.slots[a].idLen)), snap.ids.get(snap.slots[b].idOff, uint32(snap.slots[b].idLen)))
 	}
@@ -184,8 +186,8 @@ func encodeSnapshot(w io.Writer, snap indexSnapshot) error {
 		b = b[:0]
 	}
 	b = append(b, checkpointMagic...)
-	put(uint64(snap.covered), uint64(snap.last.off), uint64(snap.last.n), uint64(snap.lastCRC), uint64(len(snap.slots)), uint64(len(snap.systems)), uint64(len(live)))
-	for _, sys := range snap.systems {
+	put(uint64(snap.covered), uint64(snap.last.off), uint64(snap.last.n), uint64(snap.lastCRC), uint64(len(snap.slots)), uint64(len(snap.dict)), uint64(len(live)))
+	for _, sys := range snap.dict {
 		b = appendBytes(b, sys)
 	}
 	for _, sl := range snap.slots {
@@ -194,7 +196,7 @@ func encodeSnapshot(w io.Writer, snap indexSnapshot) error {
 		b = binary.AppendVarint(b, sl.lastUpdated)
 		put(uint64(sl.version))
 		b = appendBytes(b, string(snap.ids.get(sl.idOff, uint32(sl.idLen))))
-		b = append(b, boolByte(sl.live), sl.gender)
+		b = append(b, boolByte(sl.live), sl.gender, sl.flags)
 		b = binary.AppendVarint(binary.AppendVarint(b, int64(sl.dateLo)), int64(sl.dateHi))
 		b = appendBytes(b, string(snap.fields.get(sl.fieldsOff, sl.fieldsLen)))
 		if len(b) > 32<<10 {
@@ -282,7 +284,7 @@ func decodeCheckpoint(f *os.File) (ix *patientIndex, covered int64, last recordL
 		return nil, 0, last, 0, fmt.Errorf("damaged: %w", r.err)
 	case binary.LittleEndian.Uint32(sum[:]) != crc.Sum32():
 		return nil, 0, last, 0, errors.New("damaged: checksum mismatch")
-	case uint64(ix.n) != nSlots || uint64(len(ix.order)) != nLive || uint64(len(ix.systems)) != nSystems:
+	case uint64(ix.n) != nSlots || uint64(len(ix.order)) != nLive || uint64(len(ix.dict)) != nSystems:
 		return nil, 0, last, 0, errors.New("damaged: counts do not match")
 	}
 	return ix, covered, last, lastCRC, nil
@@ -327,7 +329,7 @@ func (r *checkpointReader) slot(ix *patientIndex) {
 	rec := recordLoc{r.varint(), uint32(r.uvarint())}
 	lastUpdated, version := r.varint(), uint32(r.uvarint())
 	id := string(r.bytes(r.uvarint()))
-	flags := [2]byte(append(r.bytes(2), 0, 0))
+	flags := [3]byte(append(r.bytes(3), 0, 0, 0))
 	dateLo, dateHi := int32(r.varint()), int32(r.varint())
 	fields := r.bytes(r.uvarint())
 	if r.err != nil || len(id) == 0 || len(id) > maxPatientIDLength {
@@ -336,7 +338,8 @@ func (r *checkpointReader) slot(ix *patientIndex) {
 	}
 	i := ix.newSlot(id)
 	s := ix.slotAt(i)
-	s.rec, s.lastUpdated, s.version, s.live, s.gender, s.dateLo, s.dateHi = rec, lastUpdated, version, flags[0] == 1, flags[1], dateLo, dateHi
+	s.rec, s.lastUpdated, s.version, s.live, s.gender, s.flags = rec, lastUpdated, version, flags[0] == 1, flags[1], flags[2]
+	s.dateLo, s.dateHi = dateLo, dateHi
 	if s.live {
 		s.fieldsOff, s.fieldsLen, s.listed = ix.fields.add(fields), uint32(len(fields)), true
 		ix.link(i)

@@ -75,8 +75,8 @@ func TestValidateSameRulesAsCreate(t *testing.T) {
 			created++
 		}
 	}
-	if b.Total != created {
-		t.Errorf("%d Patients stored, want the %d creates", b.Total, created)
+	if bundleTotal(b) != created {
+		t.Errorf("%d Patients stored, want the %d creates", bundleTotal(b), created)
 	}
 }
 
