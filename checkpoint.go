@@ -73,9 +73,7 @@ func (ix *patientIndex) snapshot() indexSnapshot {
 		snap.slots = append(snap.slots, ix.slots[c][:min(slotsPerChunk, int(ix.n)-len(snap.slots))]...)
 	}
 	snap.order = slices.Concat(ix.order, ix.pending)
-	ix.dictMu.RLock()
-	snap.dict = slices.Clone(ix.dict)
-	ix.dictMu.RUnlock()
+	snap.dict = ix.dict.Load().strs
 	snap.compareIDs = func(a, b uint32) int {
 		return bytes.Compare(snap.ids.get(snap.slots[a].idOff, uint32(snap.slots[a].idLen)), snap.ids.get(snap.slots[b].idOff, uint32(snap.slots[b].idLen)))
 	}
@@ -284,7 +282,7 @@ func decodeCheckpoint(f *os.File) (ix *patientIndex, covered int64, last recordL
 		return nil, 0, last, 0, fmt.Errorf("damaged: %w", r.err)
 	case binary.LittleEndian.Uint32(sum[:]) != crc.Sum32():
 		return nil, 0, last, 0, errors.New("damaged: checksum mismatch")
-	case uint64(ix.n) != nSlots || uint64(len(ix.order)) != nLive || uint64(len(ix.dict)) != nSystems:
+	case uint64(ix.n) != nSlots || uint64(len(ix.order)) != nLive || uint64(len(ix.dict.Load().strs)) != nSystems:
 		return nil, 0, last, 0, errors.New("damaged: counts do not match")
 	}
 	return ix, covered, last, lastCRC, nil

@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // nameKeyLen is the length in bytes of the name posting keys. Three keeps postings small (a few
@@ -87,15 +88,22 @@ type patientIndex struct {
 	// (scans skip them). pending holds slots listed since, unsorted, until flush merges them in.
 	order, pending []uint32
 
-	dictMu sync.RWMutex // guards the interned strings, which prepare fills outside mu
 	// dict holds the interned strings a fields blob names by number (1-based): identifier systems,
 	// and the address parts many Patients share (city, district, state, country) while it has fewer
-	// than dictCap; dictBytes and dictFolded hold them as bytes and folded (nil when folding only
-	// lower-cases ASCII), for foldedView.
-	dict       []string
-	dictBytes  [][]byte
-	dictFolded [][]byte
-	dictIdx    map[string]uint32
+	// than dictCap. prepare fills it outside mu: dictMu guards adding, and readers load the current
+	// dictionary, which is only ever replaced by a longer one, without a lock.
+	dictMu  sync.RWMutex
+	dictIdx map[string]uint32
+	dict    atomic.Pointer[dictionary]
+}
+
+// dictionary is the interned strings as written, as bytes and folded (nil when folding only lower-cases
+// ASCII), for foldedView. Appending to it makes a new one (the arrays may be shared: what an older
+// one holds never changes).
+type dictionary struct {
+	strs   []string
+	bytes  [][]byte
+	folded [][]byte
 }
 
 // dictCap bounds the address parts interned: a store whose cities are all different keeps them in
@@ -104,7 +112,9 @@ const dictCap = 1 << 16
 
 // newPatientIndex returns an empty index.
 func newPatientIndex() *patientIndex {
-	return &patientIndex{seed: maphash.MakeSeed(), postings: postings{m: map[uint64]uint32{}}, dictIdx: map[string]uint32{}}
+	ix := &patientIndex{seed: maphash.MakeSeed(), postings: postings{m: map[uint64]uint32{}}, dictIdx: map[string]uint32{}}
+	ix.dict.Store(&dictionary{})
+	return ix
 }
 
 // slotAt returns slot i.
@@ -267,13 +277,14 @@ func (ix *patientIndex) eachKey(i uint32, fn func(uint64)) {
 func (ix *patientIndex) eachKeyOf(f fieldsBlob, fn func(uint64)) {
 	var buf [nameKeyLen]byte
 	f.eachIdentifier(func(_ uint32, value []byte) { fn(ix.keyOf('v', value)) })
-	ix.eachPart(f, func(kind byte, _ []byte, folded foldedView) {
+	ix.eachPart(f, "", func(kind byte, _ []byte, folded foldedView) bool {
 		switch {
 		case isNamePart(kind):
 			fn(ix.keyOf('n', folded.appendTo(buf[:0], false, nameKeyLen)))
 		case kind == partPostalCode:
 			fn(ix.keyOf('z', folded.appendTo(buf[:0], true, nameKeyLen)))
 		}
+		return true
 	})
 	f.eachTelecom(func(_ byte, value []byte) { fn(ix.keyOf('t', value)) })
 	f.eachReference(func(_ byte, ref []byte, _ uint32, value []byte) {
@@ -646,7 +657,7 @@ func (ix *patientIndex) has(i uint32, param string) bool {
 	case "general-practitioner", "organization":
 		f.eachReference(func(p byte, _ []byte, _ uint32, _ []byte) { found = found || p == referenceParamByte(param) })
 	default: // the string parameters
-		ix.eachPart(f, func(kind byte, _ []byte, _ foldedView) { found = found || partOf(param, kind) })
+		ix.eachPart(f, param, func(byte, []byte, foldedView) bool { found = true; return false })
 	}
 	return found
 }
@@ -791,14 +802,11 @@ func (ix *patientIndex) sortVals(i uint32, keys []sortKey, dst []sortVal) []sort
 				v.n = int64(s.dateHi)
 			}
 		default: // family, given
-			kind := byte(partFamily)
-			if key.Param == "given" {
-				kind = partGiven
-			}
-			ix.eachPart(ix.fieldsOf(i), func(k byte, _ []byte, folded foldedView) {
-				if c := compareFolded(folded, v.s); k == kind && (!v.ok || c < 0 && !key.Desc || c > 0 && key.Desc) {
+			ix.eachPart(ix.fieldsOf(i), key.Param, func(_ byte, _ []byte, folded foldedView) bool {
+				if c := compareFolded(folded, v.s); !v.ok || c < 0 && !key.Desc || c > 0 && key.Desc {
 					v = sortVal{s: folded, ok: true}
 				}
+				return true
 			})
 		}
 		dst = append(dst, v)
@@ -806,25 +814,22 @@ func (ix *patientIndex) sortVals(i uint32, keys []sortKey, dst []sortVal) []sort
 	return dst
 }
 
-// interned returns interned string n (0 is "").
+// interned returns interned string n (0, or out of range in a damaged checkpoint, is "").
 func (ix *patientIndex) interned(n uint32) string {
-	if n == 0 {
-		return ""
+	if d := ix.dict.Load(); n > 0 && int(n) <= len(d.strs) {
+		return d.strs[n-1]
 	}
-	ix.dictMu.RLock()
-	defer ix.dictMu.RUnlock()
-	return ix.dict[n-1]
+	return ""
 }
 
 // internedView returns interned string n as written and folded.
 func (ix *patientIndex) internedView(n uint32) ([]byte, foldedView) {
-	ix.dictMu.RLock()
-	defer ix.dictMu.RUnlock()
-	if n == 0 || int(n) > len(ix.dict) { // only in a damaged checkpoint, which is then refused
+	d := ix.dict.Load()
+	if n == 0 || int(n) > len(d.bytes) { // only in a damaged checkpoint, which is then refused
 		return nil, foldedView{}
 	}
-	b := ix.dictBytes[n-1]
-	if f := ix.dictFolded[n-1]; f != nil {
+	b := d.bytes[n-1]
+	if f := d.folded[n-1]; f != nil {
 		return b, foldedView{b: f}
 	}
 	return b, foldedView{b: b, lower: true}
@@ -852,16 +857,18 @@ func (ix *patientIndex) internCapped(s string, limit int) (uint32, bool) {
 	if n, ok := ix.dictIdx[s]; ok {
 		return n, true
 	}
-	if len(ix.dict) >= limit {
+	d := ix.dict.Load()
+	if len(d.strs) >= limit {
 		return 0, false
 	}
 	var folded []byte
 	if f := foldString(s); !lowerEquals(s, f) {
 		folded = []byte(f)
 	}
-	ix.dict, ix.dictBytes, ix.dictFolded = append(ix.dict, s), append(ix.dictBytes, []byte(s)), append(ix.dictFolded, folded)
-	ix.dictIdx[s] = uint32(len(ix.dict))
-	return uint32(len(ix.dict)), true
+	ix.dict.Store(&dictionary{append(d.strs, s), append(d.bytes, []byte(s)), append(d.folded, folded)})
+	n = uint32(len(d.strs) + 1)
+	ix.dictIdx[s] = n
+	return n, true
 }
 
 // fieldsBlob is one Patient's search fields, encoded as five sections, each a uvarint byte length and
@@ -1095,24 +1102,49 @@ func (f fieldsBlob) eachIdentifier(fn func(system uint32, value []byte)) {
 	}
 }
 
-// eachPart calls fn with every string part's kind (flags cleared), the part as written and folded.
-func (ix *patientIndex) eachPart(f fieldsBlob, fn func(kind byte, exact []byte, folded foldedView)) {
+// eachPart calls fn with every string part param searches (every part when param is ""): its kind
+// (flags cleared), as written and folded, until fn returns false. The other parts are skipped
+// unread, and a name parameter stops at the first address part: names come first.
+func (ix *patientIndex) eachPart(f fieldsBlob, param string, fn func(kind byte, exact []byte, folded foldedView) bool) {
+	names := param == "family" || param == "given" || param == "name"
 	for b := f.section(blobParts); len(b) > 0; {
-		kind := b[0]
+		flags := b[0]
+		kind := flags &^ (partInterned | partFolded)
 		b = b[1:]
+		if param != "" && !partOf(param, kind) {
+			if names && !isNamePart(kind) {
+				return
+			}
+			b.skipPart(flags)
+			continue
+		}
 		var exact []byte
 		var folded foldedView
 		switch {
-		case kind&partInterned != 0:
+		case flags&partInterned != 0:
 			exact, folded = ix.internedView(uint32(b.uvarint()))
-		case kind&partFolded != 0:
+		case flags&partFolded != 0:
 			exact = b.bytes()
 			folded = foldedView{b: b.bytes()}
 		default:
 			exact = b.bytes()
 			folded = foldedView{b: exact, lower: true}
 		}
-		fn(kind&^(partInterned|partFolded), exact, folded)
+		if !fn(kind, exact, folded) {
+			return
+		}
+	}
+}
+
+// skipPart advances past the rest of a part with the given kind byte.
+func (f *fieldsBlob) skipPart(flags byte) {
+	if flags&partInterned != 0 {
+		f.uvarint()
+		return
+	}
+	f.bytes()
+	if flags&partFolded != 0 {
+		f.bytes()
 	}
 }
 
@@ -1186,11 +1218,12 @@ func (ix *patientIndex) matchesString(f fieldsBlob, param, modifier, v string) b
 	strip := param == "address-postalcode"
 	found := false
 	var buf [256]byte
-	ix.eachPart(f, func(kind byte, exact []byte, folded foldedView) {
+	ix.eachPart(f, param, func(_ byte, exact []byte, folded foldedView) bool {
 		switch {
-		case found || !partOf(param, kind):
 		case modifier == "exact":
 			found = string(exact) == v
+		case modifier == "contains" && !folded.lower && !strip:
+			found = bytes.Contains(folded.b, []byte(v))
 		case modifier == "contains":
 			found = bytes.Contains(folded.appendTo(buf[:0], strip, -1), []byte(v))
 		case strip:
@@ -1198,6 +1231,7 @@ func (ix *patientIndex) matchesString(f fieldsBlob, param, modifier, v string) b
 		default:
 			found = folded.hasPrefix(v)
 		}
+		return !found
 	})
 	return found
 }

@@ -34,6 +34,12 @@ const (
 	searchMaxCount     = 100
 )
 
+// searchMaxSortWindow caps _offset + _count under _sort: a sorted page keeps that many matches, with
+// their sort values, in memory while it scans. Unsorted pages need no such window. Elasticsearch
+// has the same default limit for the same reason (index.max_result_window, 10,000: "Search requests
+// take heap memory and time proportional to from + size").
+const searchMaxSortWindow = 10_000
+
 // fhirGenderSystem is the code system of Patient.gender; `gender=system|code` must name it.
 const fhirGenderSystem = "http://hl7.org/fhir/administrative-gender"
 
@@ -244,6 +250,9 @@ func parsePatientSearch(params url.Values, strict bool) (q patientQuery, self ur
 		if len(issues) == before && name != "_count" && name != "_offset" {
 			self[key] = slices.Clone(params[key])
 		}
+	}
+	if len(q.Sort) > 0 && q.Count > 0 && q.Offset > searchMaxSortWindow-q.Count {
+		bad("too-costly", "_offset: with _sort, _offset + _count may be at most %d; narrow the search, or page it without _sort (in id order).", searchMaxSortWindow)
 	}
 	if issues != nil {
 		return patientQuery{}, nil, issues

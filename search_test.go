@@ -403,6 +403,23 @@ func TestParsePatientSearch(t *testing.T) {
 			},
 		},
 		{
+			name:       "sortWindow",
+			give:       url.Values{"_sort": {"family"}, "_offset": {"9981"}},
+			wantIssues: []fhirIssue{searchIssue("too-costly", "_offset: with _sort, _offset + _count may be at most 10000; narrow the search, or page it without _sort (in id order).")},
+		},
+		{
+			name:     "sortWindowEdge",
+			give:     url.Values{"_sort": {"family"}, "_offset": {"9900"}, "_count": {"100"}},
+			want:     patientQuery{Sort: []sortKey{{Param: "family"}}, Count: 100, Offset: 9900},
+			wantSelf: url.Values{"_sort": {"family"}, "_offset": {"9900"}, "_count": {"100"}},
+		},
+		{
+			name:     "sortWindowCountOnly",
+			give:     url.Values{"_sort": {"family"}, "_offset": {"99999999"}, "_summary": {"count"}},
+			want:     patientQuery{Sort: []sortKey{{Param: "family"}}, Count: 0, Offset: 99999999},
+			wantSelf: url.Values{"_sort": {"family"}, "_offset": {"99999999"}, "_summary": {"count"}, "_count": {"0"}},
+		},
+		{
 			name: "resultParamsOnce",
 			give: url.Values{"_summary": {"count", "count"}, "_total": {"none", "none"}},
 			wantIssues: []fhirIssue{
@@ -1195,8 +1212,9 @@ func TestPatientIndexFieldsMatchParser(t *testing.T) {
 		fb.eachIdentifier(func(sys uint32, v []byte) {
 			got.Identifiers = append(got.Identifiers, patientIdentifier{ix.interned(sys), string(v)})
 		})
-		ix.eachPart(fb, func(kind byte, exact []byte, folded foldedView) {
+		ix.eachPart(fb, "", func(kind byte, exact []byte, folded foldedView) bool {
 			got.Parts = append(got.Parts, indexedPart{kind, string(exact), string(folded.appendTo(nil, false, -1))})
+			return true
 		})
 		fb.eachTelecom(func(sys byte, v []byte) {
 			got.Telecoms = append(got.Telecoms, patientTelecom{telecomSystem(sys), string(v)})
@@ -1251,62 +1269,105 @@ func TestPatientIndexConcurrent(t *testing.T) {
 	}
 }
 
-// benchSearchPatients is how many patients the search benchmarks index.
+// benchSearchPatients is how many patients the search benchmarks index (BenchmarkPatientSearch1M
+// indexes ten times as many).
 const benchSearchPatients = 100_000
 
-// benchSearchBody returns a valid Patient body for benchmark patient i: two identifiers, an official name with one or two given names, gender and a day-precision birthDate.
+// benchSearchBody returns a valid Patient body for benchmark patient i, shaped like bench/scale.lua's:
+// two identifiers, an official name with two given names, gender, a day-precision birthDate, a phone
+// and an email, a home address with a postcode, a GP practice by ODS code, active (false for 1 in
+// 50) and, for 1 in 100, a deceasedDateTime.
 func benchSearchBody(i int) []byte {
 	families := []string{"Smith", "Jones", "Williams", "Taylor", "Brown", "Davies", "Evans", "Wilson", "Thomas", "Johnson",
 		"Roberts", "Robinson", "Thompson", "Wright", "Walker", "White", "Edwards", "Hughes", "Green", "Hall",
 		"Núñez", "Müller", "O'Brien", "Łukasiewicz", "Straße"}
 	givens := []string{"Oliver", "Amelia", "George", "Isla", "Harry", "Ava", "Noah", "Mia", "Jack", "Zoë", "Leo", "Lily"}
+	places := [][3]string{{"Leeds", "West Yorkshire", "LS"}, {"Manchester", "Greater Manchester", "M"}, {"Bristol", "City of Bristol", "BS"},
+		{"Norwich", "Norfolk", "NR"}, {"York", "North Yorkshire", "YO"}, {"Exeter", "Devon", "EX"}, {"London", "Greater London", "SE"}}
 	family := families[i%len(families)] + fmt.Sprint(i%997) // ~25k distinct families, like a real register
+	place := places[i%len(places)]
+	deceased := ""
+	if i%100 == 0 {
+		deceased = fmt.Sprintf(`"deceasedDateTime":"%04d-%02d-%02dT10:00:00Z",`, 2000+i/100%25, 1+i%12, 1+i%28)
+	}
 	return fmt.Appendf(nil, `{"resourceType":"Patient","id":"b%06d","meta":{"versionId":"1","lastUpdated":"2024-01-01T00:00:00.000Z"},`+
 		`"identifier":[{"system":"https://example.org/id/patient-number","value":"%010d"},{"system":"urn:oid:2.16.840.1.113883.2.1.4.1","value":"MRN%d"}],`+
-		`"name":[{"use":"official","family":"%s","given":["%s","%s"],"prefix":["Mx"]}],"gender":"%s","birthDate":"%04d-%02d-%02d"}`,
-		i, 4000000000+i, i, family, givens[i%len(givens)], givens[(i/7)%len(givens)],
-		[]string{"male", "female", "other", "unknown"}[i%4], 1920+i%100, 1+i%12, 1+i%28)
+		`"active":%t,"name":[{"use":"official","family":"%s","given":["%s","%s"],"prefix":["Mx"]}],`+
+		`"telecom":[{"system":"phone","value":"07700 9%05d"},{"system":"email","value":"p%d@example.org"}],"gender":"%s","birthDate":"%04d-%02d-%02d",%s`+
+		`"address":[{"line":["%d High Street"],"city":"%s","district":"%s","postalCode":"%s%d %d%c%c","country":"GB"}],`+
+		`"generalPractitioner":[{"type":"Organization","identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"A%05d"}}]}`,
+		i, 4000000000+i, i, i%50 != 0, family, givens[i%len(givens)], givens[(i/7)%len(givens)], i%100000, i,
+		[]string{"male", "female", "other", "unknown"}[i%4], 1920+i%100, 1+i%12, 1+i%28, deceased,
+		1+i%180, place[0], place[1], place[2], 1+i%30, 1+i%9, 'A'+i%20, 'A'+(i/20)%20, i%9000)
 }
 
-// benchSearchIndex builds an index of benchSearchPatients patients.
-func benchSearchIndex(b *testing.B) *patientIndex {
+// benchSearchIndex builds an index of n patients.
+func benchSearchIndex(b *testing.B, n int) *patientIndex {
 	b.Helper()
 	ix := newPatientIndex()
-	for i := range benchSearchPatients {
-		ix.update(patientVersion{ID: fmt.Sprintf("b%06d", i), Version: 1, Body: benchSearchBody(i)})
+	for i := range n {
+		ix.update(patientVersion{ID: fmt.Sprintf("b%06d", i), Version: 1, Body: benchSearchBody(i),
+			LastUpdated: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Second)})
 	}
 	return ix
 }
 
-func BenchmarkPatientSearch100k(b *testing.B) {
-	ix := benchSearchIndex(b)
-	tests := []struct {
-		name string
-		give url.Values
-	}{
-		{"identifier", url.Values{"identifier": {"https://example.org/id/patient-number|4000054321"}}},
-		{"identifierAnySystem", url.Values{"identifier": {"MRN54321"}}},
-		{"id", url.Values{"_id": {"b054321"}}},
-		{"familyPrefix", url.Values{"family": {"smith12"}}},                           // 4 matches in 100k
-		{"familyPrefixBroad", url.Values{"family": {"smi"}}},                          // 4,000 matches: one bucket, 20 on the page
-		{"familyPrefixShort", url.Values{"family": {"s"}}},                            // 2 bytes or fewer: scan
-		{"familyContains", url.Values{"family:contains": {"ez12"}}},                   // scan
-		{"birthdateRange", url.Values{"birthdate": {"ge1950-01-01", "lt1951-01-01"}}}, // scan, 1,000 matches
-		{"birthdateYear", url.Values{"birthdate": {"1950"}}},
-		{"all", url.Values{}},
-	}
-	for _, tt := range tests {
-		q, _, issues := parsePatientSearch(tt.give, false)
+// benchSearchQueries are the searches the benchmarks time, one of each cost class: a posting of one
+// or a few slots, a broad prefix posting, and scans (with and without a sort).
+var benchSearchQueries = []struct{ name, give string }{
+	{"id", "_id=b054321"},
+	{"identifier", "identifier=https://example.org/id/patient-number%7C4000054321"},
+	{"identifierAnySystem", "identifier=MRN54321"},
+	{"phone", "phone=07700954321"},
+	{"email", "email=p54321@example.org"},
+	{"gpODS", "general-practitioner:identifier=https://fhir.nhs.uk/Id/ods-organization-code%7CA04321"}, // 1 in 9,000
+	{"postcode", "address-postalcode=M22%207BQ"},                                                       // patient 54321's; the candidates are every postcode that starts m22
+	{"familyPrefix", "family=smith12"},
+	{"familyPrefixBroad", "family=smi"},            // 4% of patients: one bucket, 20 on the page
+	{"familyPrefixShort", "family=s"},              // 2 bytes or fewer: scan
+	{"familyContains", "family:contains=ez12"},     // scan
+	{"address", "address=leeds"},                   // scan, 1 in 7 match
+	{"addressContains", "address:contains=street"}, // scan, all match
+	{"birthdateRange", "birthdate=ge1950-01-01&birthdate=lt1951-01-01"},
+	{"deathDate", "death-date=ge2010"},
+	{"lastUpdated", "_lastUpdated=gt2024-01-01T12:00:00Z"},
+	{"activeFalse", "active=false"},
+	{"genderMissing", "gender:missing=true"},
+	{"not", "gender:not=male&family=smi"},
+	{"all", ""},
+	{"countAll", "_summary=count"},
+	{"sortFamilyAll", "_sort=family"},
+	{"sortLastUpdatedDesc", "_sort=-_lastUpdated&_count=1"},
+	{"sortBirthdateDeep", "_sort=birthdate,family&_offset=9980"}, // the deepest page searchMaxSortWindow allows
+	{"sortFamilyBroad", "family=smi&_sort=-given"},
+}
+
+// benchmarkSearches times every benchSearchQueries on an index of n patients.
+func benchmarkSearches(b *testing.B, n int) {
+	ix := benchSearchIndex(b, n)
+	for _, tt := range benchSearchQueries {
+		params, err := url.ParseQuery(tt.give)
+		if err != nil {
+			b.Fatal(err)
+		}
+		q, _, issues := parsePatientSearch(params, false)
 		if issues != nil {
 			b.Fatalf("%s: %v", tt.name, issues)
 		}
 		b.Run(tt.name, func(b *testing.B) {
+			var total int
 			for b.Loop() {
-				searchIDs(ix, q)
+				total, _ = searchIDs(ix, q)
 			}
+			b.ReportMetric(float64(total), "matches")
 		})
 	}
 }
+
+func BenchmarkPatientSearch100k(b *testing.B) { benchmarkSearches(b, benchSearchPatients) }
+
+// BenchmarkPatientSearch1M is the README's cost table: go test -run '^$' -bench PatientSearch1M.
+func BenchmarkPatientSearch1M(b *testing.B) { benchmarkSearches(b, 10*benchSearchPatients) }
 
 func BenchmarkPatientIndexUpdate(b *testing.B) {
 	bodies := make([][]byte, 1000)
@@ -1315,7 +1376,7 @@ func BenchmarkPatientIndexUpdate(b *testing.B) {
 	}
 	b.Run("update", func(b *testing.B) {
 		// Steady state against a full index: every version replaces a patient's previous one.
-		ix := benchSearchIndex(b)
+		ix := benchSearchIndex(b, benchSearchPatients)
 		version := 1
 		b.ResetTimer()
 		for i := 0; b.Loop(); i++ {
@@ -1373,7 +1434,8 @@ func TestFieldsBlobDamaged(t *testing.T) {
 	read := func(b fieldsBlob) {
 		ix.eachKeyOf(b, func(uint64) {})
 		b.eachIdentifier(func(uint32, []byte) {})
-		ix.eachPart(b, func(byte, []byte, foldedView) {})
+		ix.eachPart(b, "", func(byte, []byte, foldedView) bool { return true })
+		ix.eachPart(b, "address-postalcode", func(byte, []byte, foldedView) bool { return true })
 		b.eachTelecom(func(byte, []byte) {})
 		b.eachReference(func(byte, []byte, uint32, []byte) {})
 		b.death()
