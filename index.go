@@ -24,8 +24,8 @@ import (
 	"bytes"
 	"cmp"
 	"container/heap"
+	"crypto/rand"
 	"encoding/binary"
-	"hash/maphash"
 	"math"
 	"slices"
 	"strings"
@@ -77,7 +77,7 @@ const slotsPerChunk = 1 << 16
 // read lock; updates take the write lock only to apply what prepare worked out before.
 type patientIndex struct {
 	mu       sync.RWMutex
-	seed     maphash.Seed
+	hashKey  sipKey   // the posting keys' SipHash key: random, and saved in checkpoints with the postings
 	slots    [][]slot // see slotAt
 	n        uint32   // slots in use
 	ids      arena
@@ -112,7 +112,10 @@ const dictCap = 1 << 16
 
 // newPatientIndex returns an empty index.
 func newPatientIndex() *patientIndex {
-	ix := &patientIndex{seed: maphash.MakeSeed(), postings: postings{m: map[uint64]uint32{}}, dictIdx: map[string]uint32{}}
+	ix := &patientIndex{postings: postings{m: map[uint64]uint32{}}, dictIdx: map[string]uint32{}}
+	var k [16]byte
+	rand.Read(k[:]) // never fails (crypto/rand)
+	ix.hashKey = sipKey{binary.LittleEndian.Uint64(k[:8]), binary.LittleEndian.Uint64(k[8:])}
 	ix.dict.Store(&dictionary{})
 	return ix
 }
@@ -132,20 +135,14 @@ func (ix *patientIndex) id(i uint32) []byte {
 // prefix, 'z' postal-code prefix, 't' telecom value (normalised), 'r' referenced id (or a reference that
 // names no id, whole), 'q' reference identifier value.
 func (ix *patientIndex) key(kind byte, v string) uint64 {
-	var h maphash.Hash
-	h.SetSeed(ix.seed)
-	h.WriteByte(kind)
-	h.WriteString(v)
-	return h.Sum64()
+	var buf [128]byte // most keys fit: no allocation
+	return sipHash24(ix.hashKey, append(append(buf[:0], kind), v...))
 }
 
 // keyOf is key for a value in the arenas.
 func (ix *patientIndex) keyOf(kind byte, v []byte) uint64 {
-	var h maphash.Hash
-	h.SetSeed(ix.seed)
-	h.WriteByte(kind)
-	h.Write(v)
-	return h.Sum64()
+	var buf [128]byte
+	return sipHash24(ix.hashKey, append(append(buf[:0], kind), v...))
 }
 
 // lookup returns the slot of id; ok is false if the id was never stored.
@@ -246,13 +243,19 @@ func (ix *patientIndex) apply(us ...indexUpdate) {
 
 // newSlot adds an empty slot for id.
 func (ix *patientIndex) newSlot(id string) uint32 {
+	i := ix.appendSlot(id)
+	ix.postings.add(ix.key('i', id), i)
+	return i
+}
+
+// appendSlot adds an empty slot for id without its posting (a checkpoint brings its postings).
+func (ix *patientIndex) appendSlot(id string) uint32 {
 	i := ix.n
 	if i%slotsPerChunk == 0 {
 		ix.slots = append(ix.slots, make([]slot, slotsPerChunk))
 	}
 	ix.n++
 	*ix.slotAt(i) = slot{idOff: ix.ids.add([]byte(id)), idLen: uint8(len(id))}
-	ix.postings.add(ix.key('i', id), i)
 	return i
 }
 
@@ -775,14 +778,23 @@ func (t *topK) compare(a uint32, av []sortVal, b uint32, bv []sortVal) int {
 	return t.ix.compareIDs(a, b)
 }
 
-// heap.Interface, as a max-heap: the entry that sorts last is at the top.
+// Len, Less, Swap, Push and Pop are heap.Interface, as a max-heap: the entry that sorts last is at the
+// top. Push is empty because add appends the entry itself; nothing is ever popped.
 func (t *topK) Len() int { return len(t.entries) }
+
+// Less reports whether entry i sorts after entry j (see Len).
 func (t *topK) Less(i, j int) bool {
 	return t.compare(t.entries[i].slot, t.valsOf(t.entries[i]), t.entries[j].slot, t.valsOf(t.entries[j])) > 0
 }
+
+// Swap swaps two entries (see Len).
 func (t *topK) Swap(i, j int) { t.entries[i], t.entries[j] = t.entries[j], t.entries[i] }
-func (t *topK) Push(any)      {}             // add appends the entry itself
-func (t *topK) Pop() any      { return nil } // never popped
+
+// Push does nothing (see Len).
+func (t *topK) Push(any) {}
+
+// Pop is never called (see Len).
+func (t *topK) Pop() any { return nil }
 
 // sortVals appends slot i's values for keys to dst. A repeating element sorts by the value that
 // comes first in the requested direction (R4 search.html#sort): the lowest family ascending, the
@@ -1355,7 +1367,9 @@ func (p *postings) add(k uint64, s uint32) {
 		}
 	default:
 		l := p.lists[v&^listBit]
-		if i, found := slices.BinarySearch(l, s); !found {
+		if s > l[len(l)-1] { // the common case: new slots and a replay come in slot order
+			p.lists[v&^listBit] = append(l, s)
+		} else if i, found := slices.BinarySearch(l, s); !found {
 			p.lists[v&^listBit] = slices.Insert(l, i, s)
 		}
 	}
@@ -1395,6 +1409,25 @@ func (p *postings) remove(k uint64, s uint32) {
 		p.lists[i] = nil
 		p.free = append(p.free, i)
 	}
+}
+
+// encode appends the postings, for a checkpoint: the lists (a uvarint length, then the slots, the
+// first as a uvarint and each next as its uvarint difference from the one before; a free list is
+// empty), then every map entry as its key (8 bytes, little-endian) and its uvarint value. It also
+// returns the counts decodePostings needs: map entries, lists and listed slots.
+func (p *postings) encode(b []byte) (_ []byte, entries, lists, values int) {
+	for _, l := range p.lists {
+		b = binary.AppendUvarint(b, uint64(len(l)))
+		prev := uint32(0)
+		for _, s := range l {
+			b = binary.AppendUvarint(b, uint64(s-prev))
+			prev, values = s, values+1
+		}
+	}
+	for k, v := range p.m {
+		b = binary.AppendUvarint(binary.LittleEndian.AppendUint64(b, k), uint64(v))
+	}
+	return b, len(p.m), len(p.lists), values
 }
 
 // count returns how many slots have key k.
