@@ -644,3 +644,51 @@ func readAll(t testing.TB, r io.Reader) []byte {
 	}
 	return b
 }
+
+// TestSearchParamsDocumented: the parameters the search parser accepts (patientSearchParams) are
+// exactly the query parameters GET /Patient documents and the form fields of POST /Patient/_search,
+// and its search parameters (not the result ones) exactly the CapabilityStatement's, with their R4
+// types and definitions.
+func TestSearchParamsDocumented(t *testing.T) {
+	spec := mustSpec(t)
+	var parsed, searchParams []string
+	for _, p := range patientSearchParams {
+		parsed = append(parsed, p.name)
+		if p.typ != "" {
+			searchParams = append(searchParams, p.name+" "+p.typ+" "+p.definition)
+		}
+	}
+	var get []string
+	for _, p := range spec["paths"].(map[string]any)["/Patient"].(map[string]any)["get"].(map[string]any)["parameters"].([]any) {
+		if p := resolveRef(spec, p); p["in"] == "query" && p["name"] != "_format" {
+			get = append(get, p["name"].(string))
+		}
+	}
+	form := resolveRef(spec, spec["paths"].(map[string]any)["/Patient/_search"].(map[string]any)["post"].(map[string]any)["requestBody"])
+	props := form["content"].(map[string]any)["application/x-www-form-urlencoded"].(map[string]any)["schema"].(map[string]any)["properties"].(map[string]any)
+	sort.Strings(parsed)
+	sort.Strings(get)
+	if diff := cmp.Diff(parsed, get); diff != "" {
+		t.Errorf("GET /Patient query parameters (-parser +openapi.json):\n%s", diff)
+	}
+	if diff := cmp.Diff(parsed, slices.Sorted(maps.Keys(props))); diff != "" {
+		t.Errorf("POST /Patient/_search form fields (-parser +openapi.json):\n%s", diff)
+	}
+	var cs struct {
+		Rest []struct {
+			Resource []struct {
+				SearchParam []struct{ Name, Type, Definition string }
+			}
+		}
+	}
+	if err := json.Unmarshal(capabilityStatement(), &cs); err != nil {
+		t.Fatal(err)
+	}
+	var declared []string
+	for _, p := range cs.Rest[0].Resource[0].SearchParam {
+		declared = append(declared, p.Name+" "+p.Type+" "+p.Definition)
+	}
+	if diff := cmp.Diff(searchParams, declared); diff != "" {
+		t.Errorf("CapabilityStatement searchParam (-parser +metadata):\n%s", diff)
+	}
+}

@@ -128,6 +128,13 @@ func parseCriteria(w http.ResponseWriter, from, raw string) (searchCriteria, boo
 			": a conditional interaction needs search parameters, such as identifier=https://fhir.nhs.uk/Id/nhs-number|9434765919."))
 		return searchCriteria{}, false
 	}
+	for _, name := range []string{"_count", "_offset", "_sort", "_summary", "_total", "_elements"} {
+		if params.Has(name) {
+			writeOutcome(w, http.StatusBadRequest, fhirError("invalid", "", from+": "+name+
+				" shapes a search's results; conditional criteria only select Patients, so leave it out."))
+			return searchCriteria{}, false
+		}
+	}
 	q, self, issues := parsePatientSearch(params, true)
 	if issues != nil {
 		for i := range issues {
@@ -136,7 +143,7 @@ func parseCriteria(w http.ResponseWriter, from, raw string) (searchCriteria, boo
 		writeOutcome(w, http.StatusBadRequest, issues...)
 		return searchCriteria{}, false
 	}
-	self.Del("_count")
+	self.Del("_count") // the self link's page size, which a conditional interaction does not use
 	self.Del("_offset")
 	return searchCriteria{q: q, text: self.Encode()}, true
 }
@@ -531,7 +538,7 @@ func parseHistoryParams(params url.Values, strict bool) (since time.Time, count 
 
 // handlePatientSearch serves GET /Patient and POST /Patient/_search (form-encoded parameters,
 // merged with any in the URL): a searchset Bundle of the current matches, paged by _count and
-// _offset, with absolute self, next and previous links.
+// _offset, with absolute self, next and previous links; _elements subsets the Patients.
 func handlePatientSearch(log *slog.Logger, store patientStore, baseURL string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		params := r.URL.Query()
@@ -554,17 +561,23 @@ func handlePatientSearch(log *slog.Logger, store patientStore, baseURL string) h
 			writeOutcome(w, http.StatusBadRequest, issues...)
 			return
 		}
+		q.Base = requestBase(r, baseURL)
 		total, page, err := store.Search(r.Context(), q)
+		for i := 0; err == nil && q.Elements != nil && i < len(page); i++ {
+			page[i].Body, err = subsetElements(page[i].Body, q.Elements)
+		}
 		if err != nil {
 			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
 			return
 		}
-		writeJSON(w, http.StatusOK, fhirContentType, searchBundle(requestBase(r, baseURL), q, self, total, page))
+		writeJSON(w, http.StatusOK, fhirContentType, searchBundle(q.Base, q, self, total, page))
 	})
 }
 
 // searchBundle is the searchset Bundle of one page of results: self, next and previous links that
-// repeat the parameters actually used, and the page's Patients.
+// repeat the parameters actually used, and the page's Patients. _count=0 and _summary=count give the
+// total and the self link only (R4 search.html#count: "no entries, and no prev/next/last links");
+// _total=none leaves the total out otherwise.
 func searchBundle(base string, q patientQuery, self url.Values, total int, page []patientVersion) bundle {
 	link := func(rel string, offset int) bundleLink {
 		v := maps.Clone(self)
@@ -574,12 +587,15 @@ func searchBundle(base string, q patientQuery, self url.Values, total int, page 
 		}
 		return bundleLink{rel, base + "/Patient?" + v.Encode()}
 	}
-	b := bundle{ResourceType: "Bundle", Type: "searchset", Total: &total, Link: []bundleLink{link("self", q.Offset)}}
+	b := bundle{ResourceType: "Bundle", Type: "searchset", Link: []bundleLink{link("self", q.Offset)}}
+	if !q.NoTotal || q.Count == 0 {
+		b.Total = &total
+	}
 	if q.Count > 0 && q.Offset+q.Count < total {
 		b.Link = append(b.Link, link("next", q.Offset+q.Count))
 	}
-	if q.Offset > 0 {
-		b.Link = append(b.Link, link("previous", max(0, q.Offset-max(q.Count, 1))))
+	if q.Count > 0 && q.Offset > 0 {
+		b.Link = append(b.Link, link("previous", max(0, q.Offset-q.Count)))
 	}
 	for _, v := range page {
 		b.Entry = append(b.Entry, bundleEntry{FullURL: base + "/Patient/" + v.ID, Resource: v.Body, Search: &bundleSearch{"match"}})
@@ -641,7 +657,7 @@ type (
 	bundle struct {
 		ResourceType string        `json:"resourceType"`
 		Type         string        `json:"type"`
-		Total        *int          `json:"total,omitempty"` // nil in a type-level history: counting would read every record
+		Total        *int          `json:"total,omitempty"` // nil under _total=none, and in a type-level history (counting would read every record)
 		Link         []bundleLink  `json:"link"`
 		Entry        []bundleEntry `json:"entry,omitempty"`
 	}
@@ -718,20 +734,7 @@ func capabilityStatement() []byte {
 				},
 				"operation": []any{map[string]any{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
 					"documentation": "POST /Patient/$validate: a Patient, or a Parameters with resource, mode (create or update) and profile (base Patient only)"}},
-				"searchParam": []any{
-					map[string]any{"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
-					map[string]any{"name": "identifier", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Patient-identifier",
-						"documentation": "system|value, value, |value or system|"},
-					map[string]any{"name": "family", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/individual-family",
-						"documentation": "Case- and accent-insensitive prefix; :exact and :contains supported"},
-					map[string]any{"name": "given", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/individual-given",
-						"documentation": "Case- and accent-insensitive prefix; :exact and :contains supported"},
-					map[string]any{"name": "name", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/Patient-name",
-						"documentation": "Family, given, prefix, suffix or text; case- and accent-insensitive prefix; :exact and :contains supported"},
-					map[string]any{"name": "birthdate", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/individual-birthdate",
-						"documentation": "Prefixes eq ne gt lt ge le sa eb ap; year, month or day precision"},
-					map[string]any{"name": "gender", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/individual-gender"},
-				},
+				"searchParam":       capabilitySearchParams(),
 				"versioning":        "versioned",
 				"readHistory":       true,
 				"updateCreate":      true,
@@ -745,4 +748,16 @@ func capabilityStatement() []byte {
 		panic(err) // a literal that always encodes
 	}
 	return b
+}
+
+// capabilitySearchParams declares every search parameter with its R4 type and definition, and what
+// this server supports of it.
+func capabilitySearchParams() []any {
+	var out []any
+	for _, p := range patientSearchParams {
+		if p.typ != "" { // the result parameters are not SearchParameters
+			out = append(out, map[string]any{"name": p.name, "type": p.typ, "definition": p.definition, "documentation": p.doc})
+		}
+	}
+	return out
 }

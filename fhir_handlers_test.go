@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -723,14 +724,170 @@ func TestPatientSearchHTTP(t *testing.T) {
 	}
 }
 
+// TestPatientSearchIntegrator covers the parameters and result controls integrators use through the
+// whole handler: the searches by their matches, and _summary, _count=0, _total, _sort with its next
+// links, _elements and the errors as whole bodies.
+func TestPatientSearchIntegrator(t *testing.T) {
+	const base = "https://fhir.example.nhs.uk/R4"
+	cfg := testConfig(t)
+	cfg.baseURL = base
+	h := newServer(slog.New(slog.DiscardHandler), cfg, testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
+	created := map[string]map[string]any{} // family -> the created Patient
+	for _, body := range []string{
+		`{"resourceType":"Patient","active":true,"name":[{"family":"Ann","given":["Zoë"]}],"birthDate":"1970-01-01",
+			"telecom":[{"system":"phone","value":"07700 900123"},{"system":"email","value":"ann@example.org"}],
+			"address":[{"line":["1 High St"],"city":"Leeds","postalCode":"LS1 6AE"}],
+			"generalPractitioner":[{"type":"Organization","identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"Y12345"}}]}`,
+		`{"resourceType":"Patient","active":false,"name":[{"family":"Bea","given":["Amy"]}],"birthDate":"1980",
+			"deceasedDateTime":"2024-03-01T12:00:00Z","generalPractitioner":[{"reference":"` + base + `/Organization/Y12345"}],
+			"managingOrganization":{"reference":"Organization/trust1"},"address":[{"city":"Bristol","postalCode":"BS1 4DJ"}]}`,
+		`{"resourceType":"Patient","name":[{"family":"Cy"}]}`,
+	} {
+		p := decodeAnyBody(t, do(t, h, postPatient(body)))
+		created[p["name"].([]any)[0].(map[string]any)["family"].(string)] = p
+	}
+	get := func(t *testing.T, query string) (int, map[string]any) {
+		t.Helper()
+		res := do(t, h, fhirReq("GET", "/Patient?"+query, ""))
+		return res.StatusCode, decodeAnyBody(t, res)
+	}
+	families := func(b map[string]any) []string {
+		var out []string
+		for _, e := range asSlice(b["entry"]) {
+			out = append(out, e.(map[string]any)["resource"].(map[string]any)["name"].([]any)[0].(map[string]any)["family"].(string))
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		query string
+		want  []string // in the order served
+	}{
+		{"address-postalcode=ls16ae", []string{"Ann"}},
+		{"address-postalcode=LS1%206AE", []string{"Ann"}},
+		{"address=bristol", []string{"Bea"}},
+		{"phone=07700900123", []string{"Ann"}},
+		{"email=ANN@example.org", []string{"Ann"}},
+		{"telecom:missing=true&_sort=family", []string{"Bea", "Cy"}},
+		{"death-date=2024-03", []string{"Bea"}},
+		{"death-date:missing=true&_sort=family", []string{"Ann", "Cy"}},
+		{"active=true", []string{"Ann"}},
+		{"active:not=true&_sort=family", []string{"Bea", "Cy"}},
+		{"general-practitioner:identifier=https://fhir.nhs.uk/Id/ods-organization-code%7CY12345", []string{"Ann"}},
+		{"general-practitioner=Organization/Y12345", []string{"Bea"}},
+		{"general-practitioner=" + url.QueryEscape(base+"/Organization/Y12345"), []string{"Bea"}},
+		{"organization=trust1", []string{"Bea"}},
+		{"_lastUpdated=gt2000&_sort=-family", []string{"Cy", "Bea", "Ann"}},
+		{"_lastUpdated=lt2000", nil},
+		{"_sort=-birthdate", []string{"Bea", "Ann", "Cy"}},
+		{"_sort=birthdate", []string{"Ann", "Bea", "Cy"}},
+	} {
+		status, b := get(t, tt.query)
+		if diff := cmp.Diff(tt.want, families(b)); status != 200 || diff != "" {
+			t.Errorf("GET /Patient?%s: %d (-want +got):\n%s", tt.query, status, diff)
+		}
+	}
+
+	entry := func(family string, resource map[string]any) map[string]any {
+		return map[string]any{"fullUrl": base + "/Patient/" + created[family]["id"].(string), "resource": resource, "search": map[string]any{"mode": "match"}}
+	}
+	link := func(rel, query string) map[string]any {
+		return map[string]any{"relation": rel, "url": base + "/Patient?" + query}
+	}
+	bundleOf := func(total any, links []any, entries ...any) map[string]any {
+		b := map[string]any{"resourceType": "Bundle", "type": "searchset", "link": links}
+		if total != nil {
+			b["total"] = total
+		}
+		if entries != nil {
+			b["entry"] = entries
+		}
+		return b
+	}
+	ann := created["Ann"]
+	annMeta := ann["meta"].(map[string]any)
+	subsetted := map[string]any{"resourceType": "Patient", "id": ann["id"], "active": true, "name": ann["name"],
+		"meta": map[string]any{"versionId": "1", "lastUpdated": annMeta["lastUpdated"], "tag": []any{map[string]any{
+			"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED", "display": "subsetted"}}}}
+	for _, tt := range []struct {
+		name, query string
+		want        map[string]any
+	}{
+		{"summaryCount", "_summary=count&_sort=family", bundleOf(json.Number("3"), []any{link("self", "_count=0&_sort=family&_summary=count")})},
+		{"summaryCountTotalNone", "_summary=count&_total=none", bundleOf(json.Number("3"), []any{link("self", "_count=0&_summary=count&_total=none")})},
+		{"countZeroNoPaging", "_count=0&_offset=1&family=a", bundleOf(json.Number("1"), []any{link("self", "_count=0&_offset=1&family=a")})},
+		{"totalNoneSorted", "_total=none&_count=1&_sort=family", bundleOf(nil,
+			[]any{link("self", "_count=1&_sort=family&_total=none"), link("next", "_count=1&_offset=1&_sort=family&_total=none")},
+			entry("Ann", ann))},
+		{"sortedLastPage", "_count=1&_offset=2&_sort=-family&_total=accurate", bundleOf(json.Number("3"),
+			[]any{link("self", "_count=1&_offset=2&_sort=-family&_total=accurate"), link("previous", "_count=1&_offset=1&_sort=-family&_total=accurate")},
+			entry("Ann", ann))},
+		{"elements", "_elements=name&phone=07700900123", bundleOf(json.Number("1"), []any{link("self", "_count=20&_elements=name&phone=07700900123")},
+			entry("Ann", subsetted))},
+		{"elementsKeepBirthDate", "_elements=birthDate,telecom&family=cy", bundleOf(json.Number("1"), []any{link("self", "_count=20&_elements=birthDate%2Ctelecom&family=cy")},
+			entry("Cy", map[string]any{"resourceType": "Patient", "id": created["Cy"]["id"], "meta": map[string]any{"versionId": "1",
+				"lastUpdated": created["Cy"]["meta"].(map[string]any)["lastUpdated"], "tag": subsetted["meta"].(map[string]any)["tag"]}}))},
+	} {
+		status, got := get(t, tt.query)
+		if diff := cmp.Diff(tt.want, got); status != 200 || diff != "" {
+			t.Errorf("%s: GET /Patient?%s: %d (-want +got):\n%s", tt.name, tt.query, status, diff)
+		}
+	}
+
+	// Following the next links of a sorted search visits every Patient once, in order.
+	var seen []string
+	for next := "/Patient?_sort=family&_count=1"; next != ""; {
+		res := do(t, h, fhirReq("GET", next, ""))
+		b := decodeAnyBody(t, res)
+		seen, next = append(seen, families(b)...), ""
+		for _, l := range asSlice(b["link"]) {
+			if l := l.(map[string]any); l["relation"] == "next" {
+				next = strings.TrimPrefix(l["url"].(string), base)
+			}
+		}
+	}
+	if diff := cmp.Diff([]string{"Ann", "Bea", "Cy"}, seen); diff != "" {
+		t.Errorf("sorted paging (-want +got):\n%s", diff)
+	}
+
+	// Bad values: every problem at once, each naming its parameter.
+	status, got := get(t, "_sort=name&phone=a%7Cb&_elements=deceasedBoolean&active=yes&general-practitioner=Patient/1&_summary=text")
+	want := map[string]any{"resourceType": "OperationOutcome", "issue": []any{
+		map[string]any{"severity": "error", "code": "value", "diagnostics": `_elements: "deceasedBoolean" is not a top-level element of Patient; list elements such as identifier,name,birthDate (a choice by its base name: deceased, multipleBirth).`},
+		map[string]any{"severity": "error", "code": "not-supported", "diagnostics": `_sort: "name" is not a sort this server supports; use family, given, birthdate, _lastUpdated, _id, each optionally after - for descending order.`},
+		map[string]any{"severity": "error", "code": "not-supported", "diagnostics": `_summary: "text" is not supported; use count (the total only) or _elements to choose the elements returned.`},
+		map[string]any{"severity": "error", "code": "value", "diagnostics": `active: "yes" is not true or false.`},
+		map[string]any{"severity": "error", "code": "value", "diagnostics": `general-practitioner: "Patient/1" names a Patient; general-practitioner refers to Organization, Practitioner, PractitionerRole.`},
+		map[string]any{"severity": "error", "code": "value", "diagnostics": `phone: "a|b" has a "|": a ContactPoint is searched by its value alone; escape a literal | as \|.`},
+	}}
+	if diff := cmp.Diff(want, got); status != 400 || diff != "" {
+		t.Errorf("bad values: %d (-want +got):\n%s", status, diff)
+	}
+}
+
+// bundleTotal is b's total, -1 when it has none.
+func bundleTotal(b bundle) int {
+	if b.Total == nil {
+		return -1
+	}
+	return *b.Total
+}
+
 // FuzzPatientSearch: whatever the query string, GET /Patient answers 200 or 400, never 5xx.
 func FuzzPatientSearch(f *testing.F) {
 	for _, s := range []string{"family=smi", "birthdate=ge1974-02&birthdate=lt1975", "identifier=a%7Cb,%7Cc", "_count=0&_offset=5",
-		"name:contains=%C3%A9", "gender=male,female", "_id=x&_id=y", "family:fuzzy=x", "birthdate=1974-02-30", "%zz", "identifier=a%5C%7Cb"} {
+		"name:contains=%C3%A9", "gender=male,female", "_id=x&_id=y", "family:fuzzy=x", "birthdate=1974-02-30", "%zz", "identifier=a%5C%7Cb",
+		"address=leeds&address-postalcode=LS1%206AE", "address-postalcode:contains=6a", "phone=07700%20900123&email:not=a@b", "telecom:missing=true",
+		"death-date=ge2020-01-01T10:00%2B01:00", "_lastUpdated=gt2026-01-01T00:00:00.5Z", "active:not=true", "gender:missing=false",
+		"general-practitioner:identifier=https://fhir.nhs.uk/Id/ods-organization-code%7CY12345", "general-practitioner=Organization/Y1,urn:uuid:x",
+		"organization:Organization=o1", "general-practitioner.name=x", "_sort=-family,given,_lastUpdated&_count=2&_offset=1", "_sort=-birthdate",
+		"_summary=count", "_total=none&_count=1", "_elements=name,deceased", "_elements=deceasedBoolean", "_summary=text"} {
 		f.Add(s)
 	}
 	h := newTestServer(f)
 	do(f, h, postPatient(minimalPatient))
+	do(f, h, postPatient(`{"resourceType":"Patient","active":true,"name":[{"family":"Zoë"}],"deceasedDateTime":"2020-01-01T10:00:00Z",
+		"telecom":[{"system":"phone","value":"07700 900123"}],"address":[{"city":"Leeds","postalCode":"LS1 6AE"}],
+		"generalPractitioner":[{"reference":"Organization/Y1","identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"Y12345"}}]}`))
 	f.Fuzz(func(t *testing.T, query string) {
 		req := fhirReq("GET", "/Patient", "")
 		req.URL.RawQuery = query
@@ -1130,6 +1287,11 @@ func TestConditionalInteractions(t *testing.T) {
 		{"create, unknown criteria", ifNone("foo=bar", patient("", "x")), 400, ""},
 		{"create, empty criteria", ifNone("", patient("", "x")), 400, ""},
 		{"create, bad criteria value", ifNone("birthdate=1974-13", patient("", "x")), 400, ""},
+		{"create, a result parameter", ifNone("identifier=c1&_sort=family", patient("", "c1")), 400, ""},
+		{"create, _count", ifNone("identifier=c1&_count=1", patient("", "c1")), 400, ""},
+		{"update, _elements", fhirReq("PUT", "/Patient?identifier=c1&_elements=gender", patient("", "c1")), 400, ""},
+		{"delete, _summary", fhirReq("DELETE", "/Patient?identifier=c1&_summary=count", ""), 400, ""},
+		{"create, one match by another parameter", ifNone("identifier=c1&gender=female&active:missing=true", patient("", "c1")), 200, c1},
 		{"update, one match", fhirReq("PUT", "/Patient?identifier=c1", patient("", "c1")), 200, c1},
 		{"update, one match, its id", fhirReq("PUT", "/Patient?identifier=c1", patient(c1, "c1")), 200, c1},
 		{"update, one match, another id", fhirReq("PUT", "/Patient?identifier=c1", patient("other", "c1")), 400, ""},
@@ -1202,14 +1364,6 @@ func TestConditionalInteractionsRaceFree(t *testing.T) {
 			t.Errorf("%s: %d concurrent requests gave %d Patients; statuses (-want +got):\n%s", tt.name, racing, len(ids), diff)
 		}
 	}
-}
-
-// bundleTotal is a Bundle's total, -1 when it has none.
-func bundleTotal(b bundle) int {
-	if b.Total == nil {
-		return -1
-	}
-	return *b.Total
 }
 
 // TestPatientTypeHistory: GET /Patient/_history lists every interaction on every Patient, newest

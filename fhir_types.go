@@ -17,6 +17,8 @@ const (
 	fhirGenderCodes = "male|female|other|unknown"
 	fhirTimeUnits   = "s|min|h|d|wk|mo|a"
 	fhirComparators = "<|<=|>=|>"
+	// fhirContactPointSystems is ContactPoint.system's binding; the index numbers telecoms by it.
+	fhirContactPointSystems = "phone|fax|email|pager|url|sms|other"
 )
 
 // fhirElem defines one element of a complex type, as in the R4 StructureDefinitions.
@@ -118,7 +120,7 @@ var fhirTypes = map[string][]fhirElem{
 		{"period", "Period", "0..1", ""},
 	},
 	"ContactPoint": {
-		{"system", "code", "0..1", "phone|fax|email|pager|url|sms|other"},
+		{"system", "code", "0..1", fhirContactPointSystems},
 		{"value", "string", "0..1", ""},
 		{"use", "code", "0..1", "home|work|temp|old|mobile"},
 		{"rank", "positiveInt", "0..1", ""},

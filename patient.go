@@ -35,10 +35,35 @@ type patientResource struct {
 
 // patientSearchFields is what the search index needs from a Patient.
 type patientSearchFields struct {
-	Identifiers []patientIdentifier
-	Names       []patientName
-	Gender      string
-	BirthDate   string // as written: YYYY, YYYY-MM or YYYY-MM-DD, "" if absent
+	Identifiers          []patientIdentifier
+	Names                []patientName
+	Gender               string
+	BirthDate            string // as written: YYYY, YYYY-MM or YYYY-MM-DD, "" if absent
+	Active               string // "true" or "false", "" if absent
+	DeceasedDateTime     string // as written, "" if absent (or deceased[x] is a boolean)
+	Telecoms             []patientTelecom
+	Addresses            []patientAddress
+	GeneralPractitioners []patientReference
+	ManagingOrganization []patientReference // 0 or 1
+}
+
+// patientTelecom is one Patient.telecom (ContactPoint) for token search.
+type patientTelecom struct {
+	System, Value string
+}
+
+// patientAddress is one Patient.address for string search: its string elements (R4 search.html#string:
+// "the search covers the elements of type string", not use, type or period).
+type patientAddress struct {
+	Text                                       string
+	Line                                       []string
+	City, District, State, PostalCode, Country string
+}
+
+// patientReference is one Reference for reference search: the literal reference and the identifier.
+type patientReference struct {
+	Reference  string
+	Identifier patientIdentifier
 }
 
 // patientIdentifier is one Patient.identifier for token search.
@@ -944,8 +969,8 @@ func (p *patientResource) withMeta(id string, versionID string, lastUpdated time
 	return append(b, '}')
 }
 
-// searchFields returns what search needs: identifiers, names, gender and birthDate as written. The
-// strings are copies, so the index that keeps them does not keep the body alive.
+// searchFields returns what search needs, as written. The strings are copies, so the index that keeps
+// them does not keep the body alive.
 func (p *patientResource) searchFields() patientSearchFields {
 	str := func(n *jsonNode) string { return strings.Clone(n.str()) }
 	strs := func(n *jsonNode) []string { // a primitive array's strings, without null placeholders
@@ -957,13 +982,36 @@ func (p *patientResource) searchFields() patientSearchFields {
 		}
 		return out
 	}
-	f := patientSearchFields{Gender: str(p.root.member("gender")), BirthDate: str(p.root.member("birthDate"))}
-	for _, id := range p.root.member("identifier").elems() {
+	ref := func(n *jsonNode) patientReference {
+		id := n.member("identifier")
+		return patientReference{str(n.member("reference")), patientIdentifier{str(id.member("system")), str(id.member("value"))}}
+	}
+	r := p.root
+	f := patientSearchFields{Gender: str(r.member("gender")), BirthDate: str(r.member("birthDate")),
+		DeceasedDateTime: str(r.member("deceasedDateTime"))}
+	if a := r.member("active"); a != nil && a.kind == jsonBool {
+		f.Active = a.text
+	}
+	for _, id := range r.member("identifier").elems() {
 		f.Identifiers = append(f.Identifiers, patientIdentifier{System: str(id.member("system")), Value: str(id.member("value"))})
 	}
-	for _, n := range p.root.member("name").elems() {
+	for _, n := range r.member("name").elems() {
 		f.Names = append(f.Names, patientName{Family: str(n.member("family")), Given: strs(n.member("given")),
 			Prefix: strs(n.member("prefix")), Suffix: strs(n.member("suffix")), Text: str(n.member("text"))})
+	}
+	for _, t := range r.member("telecom").elems() {
+		f.Telecoms = append(f.Telecoms, patientTelecom{str(t.member("system")), str(t.member("value"))})
+	}
+	for _, a := range r.member("address").elems() {
+		f.Addresses = append(f.Addresses, patientAddress{Text: str(a.member("text")), Line: strs(a.member("line")),
+			City: str(a.member("city")), District: str(a.member("district")), State: str(a.member("state")),
+			PostalCode: str(a.member("postalCode")), Country: str(a.member("country"))})
+	}
+	for _, g := range r.member("generalPractitioner").elems() {
+		f.GeneralPractitioners = append(f.GeneralPractitioners, ref(g))
+	}
+	if o := r.member("managingOrganization"); o != nil {
+		f.ManagingOrganization = []patientReference{ref(o)}
 	}
 	return f
 }

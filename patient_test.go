@@ -561,15 +561,35 @@ func TestPatientSearchFields(t *testing.T) {
 			{System: "https://fhir.nhs.uk/Id/nhs-number", Value: "9434765919"},
 			{System: "urn:oid:1.2.3", Value: "A1"},
 		},
-		Names:     []patientName{{Family: "Smith", Given: []string{"Jo"}, Prefix: []string{"Ms"}, Suffix: []string{"PhD"}, Text: "Ms Jo Smith"}},
-		Gender:    "female",
-		BirthDate: "1980-02-29",
+		Names:                []patientName{{Family: "Smith", Given: []string{"Jo"}, Prefix: []string{"Ms"}, Suffix: []string{"PhD"}, Text: "Ms Jo Smith"}},
+		Gender:               "female",
+		BirthDate:            "1980-02-29",
+		Active:               "true",
+		Telecoms:             []patientTelecom{{System: "phone", Value: "0123"}},
+		Addresses:            []patientAddress{{Line: []string{"1 High St"}, City: "Leeds", PostalCode: "LS1 1AA"}},
+		GeneralPractitioners: []patientReference{{Reference: "Practitioner/1"}},
+		ManagingOrganization: []patientReference{{Reference: "Organization/1"}},
 	}
 	if diff := cmp.Diff(want, p.searchFields(), cmp.AllowUnexported(patientSearchFields{})); diff != "" {
 		t.Errorf("searchFields() mismatch (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(patientSearchFields{}, mustParse(t, `{"resourceType":"Patient","active":true}`).searchFields()); diff != "" {
+	if diff := cmp.Diff(patientSearchFields{}, mustParse(t, `{"resourceType":"Patient","photo":[{"title":"x"}]}`).searchFields()); diff != "" {
 		t.Errorf("searchFields() of an empty patient mismatch (-want +got):\n%s", diff)
+	}
+	pds := mustParse(t, `{"resourceType":"Patient","active":false,"deceasedDateTime":"2010-10-10T10:10:10+01:00",
+		"address":[{"text":"1 High St, Leeds","line":["Flat 2","1 High St"],"district":"West Yorkshire","state":"England","country":"GB"}],
+		"telecom":[{"system":"email","value":"Jo@Example.org"},{"use":"home"}],
+		"generalPractitioner":[{"type":"Organization","identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"Y12345"}}],
+		"managingOrganization":{"reference":"Organization/o1","identifier":{"value":"X1"}}}`)
+	wantPDS := patientSearchFields{Active: "false", DeceasedDateTime: "2010-10-10T10:10:10+01:00",
+		Telecoms: []patientTelecom{{System: "email", Value: "Jo@Example.org"}, {}},
+		Addresses: []patientAddress{{Text: "1 High St, Leeds", Line: []string{"Flat 2", "1 High St"}, District: "West Yorkshire",
+			State: "England", Country: "GB"}},
+		GeneralPractitioners: []patientReference{{Identifier: patientIdentifier{"https://fhir.nhs.uk/Id/ods-organization-code", "Y12345"}}},
+		ManagingOrganization: []patientReference{{Reference: "Organization/o1", Identifier: patientIdentifier{Value: "X1"}}},
+	}
+	if diff := cmp.Diff(wantPDS, pds.searchFields()); diff != "" {
+		t.Errorf("searchFields() of a PDS-style patient mismatch (-want +got):\n%s", diff)
 	}
 }
 

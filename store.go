@@ -958,6 +958,14 @@ func criteriaKeys(c searchCriteria) []string {
 	return []string{"q\x00" + c.text}
 }
 
+// identifierClause returns the index of the first identifier clause whose every value names an
+// identifier value (not `system|` alone), or -1.
+func identifierClause(q *patientQuery) int {
+	return slices.IndexFunc(q.Identifiers, func(clause []tokenValue) bool {
+		return !slices.ContainsFunc(clause, func(t tokenValue) bool { return t.Value == "" })
+	})
+}
+
 // errRaced says a conditional interaction's search gave another answer under its slots than before;
 // errMatched stops a conditional create whose search found Patients.
 var (
@@ -1379,7 +1387,7 @@ func (e *duplicateError) Is(target error) bool { return target == errDuplicate }
 func (s *journalStore) checkUnique(id string, fields fieldsBlob) error {
 	var dup error
 	fields.eachIdentifier(func(sys uint32, value []byte) {
-		if dup != nil || s.ix.system(sys) != fhirNHSNumberSystem {
+		if dup != nil || s.ix.interned(sys) != fhirNHSNumberSystem {
 			return
 		}
 		if holder := s.ix.holderOf(fhirNHSNumberSystem, string(value), id); holder != "" {
