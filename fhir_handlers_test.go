@@ -901,7 +901,7 @@ type racingStore struct {
 	races int
 }
 
-func (s *racingStore) Update(ctx context.Context, id string, ifMatch int, method string, build buildFunc) (patientVersion, bool, error) {
+func (s *racingStore) Update(ctx context.Context, id, ifMatch, method string, build buildFunc) (patientVersion, bool, error) {
 	if s.races > 0 {
 		s.races--
 		cur, err := s.patientStore.Read(ctx, id)
@@ -915,7 +915,7 @@ func (s *racingStore) Update(ctx context.Context, id string, ifMatch int, method
 		if issues != nil {
 			return patientVersion{}, false, fmt.Errorf("racing write: %v", issues)
 		}
-		if _, _, err := s.patientStore.Update(ctx, id, 0, http.MethodPut, p.build(id)); err != nil {
+		if _, _, err := s.patientStore.Update(ctx, id, "", http.MethodPut, p.build); err != nil {
 			return patientVersion{}, false, err
 		}
 	}

@@ -349,7 +349,7 @@ func TestRunRefusesCorruptJournal(t *testing.T) {
 	}
 	for i := range 3 {
 		id := fmt.Sprintf("p%d", i)
-		if _, err := s.Create(t.Context(), id, func(v int, tm time.Time) ([]byte, error) {
+		if _, err := s.Create(t.Context(), id, func(_, _ string, _ time.Time) ([]byte, error) {
 			return []byte(`{"resourceType":"Patient","id":"` + id + `"}`), nil
 		}); err != nil {
 			t.Fatal(err)

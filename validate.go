@@ -67,7 +67,9 @@ func nhsNumberHolder(ctx context.Context, store patientStore, patient *jsonNode,
 		if id.member("system").str() != fhirNHSNumberSystem || value == "" {
 			continue
 		}
-		_, page, err := store.Search(ctx, patientQuery{Identifiers: [][]tokenValue{{{System: fhirNHSNumberSystem, Value: value}}}, Count: 2})
+		c := nhsNumberCriteria(value)
+		c.q.Count = 2
+		_, page, err := store.Search(ctx, c)
 		if err != nil {
 			return "", err
 		}
