@@ -702,7 +702,13 @@ func handleMetadata(capability []byte) http.Handler {
 }
 
 // capabilityStatement declares exactly the interactions this server supports (R4 capabilitystatement.html).
-func capabilityStatement() []byte {
+// With an upstream FHIR server as the store, string matching is the upstream's, and says so.
+func capabilityStatement(upstream bool) []byte {
+	matching, description := "case- and accent-insensitive prefix", "Clinical API: FHIR R4 Patient server (JSON only)"
+	if upstream {
+		matching = "matched as the upstream FHIR server matches it (FHIR R4 says: case- and accent-insensitive prefix)"
+		description = "Clinical API: FHIR R4 Patient server (JSON only), in front of an upstream FHIR server"
+	}
 	b, err := json.Marshal(map[string]any{
 		"resourceType": "CapabilityStatement",
 		"status":       "active",
@@ -711,7 +717,7 @@ func capabilityStatement() []byte {
 		"kind":         "instance",
 		"software":     map[string]any{"name": "clinicalapi", "version": "0.1.0"},
 		"implementation": map[string]any{
-			"description": "Clinical API: FHIR R4 Patient server (JSON only)",
+			"description": description,
 		},
 		"fhirVersion": "4.0.1",
 		"format":      []string{"application/fhir+json", "json"},
@@ -733,11 +739,11 @@ func capabilityStatement() []byte {
 					map[string]any{"name": "identifier", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Patient-identifier",
 						"documentation": "system|value, value, |value or system|"},
 					map[string]any{"name": "family", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/individual-family",
-						"documentation": "Case- and accent-insensitive prefix; :exact and :contains supported"},
+						"documentation": strings.ToUpper(matching[:1]) + matching[1:] + "; :exact and :contains supported"},
 					map[string]any{"name": "given", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/individual-given",
-						"documentation": "Case- and accent-insensitive prefix; :exact and :contains supported"},
+						"documentation": strings.ToUpper(matching[:1]) + matching[1:] + "; :exact and :contains supported"},
 					map[string]any{"name": "name", "type": "string", "definition": "http://hl7.org/fhir/SearchParameter/Patient-name",
-						"documentation": "Family, given, prefix, suffix or text; case- and accent-insensitive prefix; :exact and :contains supported"},
+						"documentation": "Family, given, prefix, suffix or text; " + matching + "; :exact and :contains supported"},
 					map[string]any{"name": "birthdate", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/individual-birthdate",
 						"documentation": "Prefixes eq ne gt lt ge le sa eb ap; year, month or day precision"},
 					map[string]any{"name": "gender", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/individual-gender"},

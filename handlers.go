@@ -35,7 +35,7 @@ func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs f
 	}
 	return []route{
 		{"POST", "/egfr", egfr},
-		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement()))},
+		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement(cfg.upstream.base != "")))},
 		{"GET", "/Patient", read(handlePatientSearch(log, store, cfg.baseURL))},
 		{"POST", "/Patient", write(handlePatientCreate(log, store))},
 		{"PUT", "/Patient", write(handlePatientConditionalUpdate(log, store))},

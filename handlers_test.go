@@ -14,6 +14,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,9 +32,10 @@ func newTestServer(t testing.TB) http.Handler {
 	return newServer(slog.New(slog.DiscardHandler), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t))
 }
 
-// testConfig is the configuration the handler tests run with: auth on, against the test issuer.
+// testConfig is the configuration the handler tests run with: auth on, against the test issuer (and
+// the upstream's base, for what the handlers say about it, when the tests run against one).
 func testConfig(t testing.TB) config {
-	return config{auth: localTestIssuer(t).config()}
+	return config{auth: localTestIssuer(t).config(), upstream: upstreamConfig{base: os.Getenv(testUpstreamEnv)}}
 }
 
 // testIssuerAudience is the audience of the test tokens.
@@ -109,10 +111,50 @@ func testVerifier(t testing.TB) *verifier {
 // allScopes may read and write Patients.
 const allScopes = "user/Patient.read user/Patient.write"
 
-// testStore is an empty journal store in a temporary directory, closed when the test ends.
+// testUpstreamEnv runs the tests against an upstream FHIR server instead of the journal when set: the
+// base URL of .ci/medplum-upstream.mjs, under which each store gets an empty tenant of its own
+// (BASE/t/NAME/). .ci/run sets it for its second run of the tests.
+const testUpstreamEnv = "CLINICALAPI_TEST_UPSTREAM"
+
+// testingUpstream reports whether the tests run against an upstream FHIR server.
+func testingUpstream() bool { return os.Getenv(testUpstreamEnv) != "" }
+
+// journalOnly skips a test that holds only with the embedded journal, saying why, when the tests run
+// against an upstream FHIR server.
+func journalOnly(t testing.TB, why string) {
+	t.Helper()
+	if testingUpstream() {
+		t.Skip("journal only: " + why)
+	}
+}
+
+// testStore is an empty store closed when the test ends: a journal in a temporary directory, or
+// (with CLINICALAPI_TEST_UPSTREAM) a new tenant of the upstream.
 func testStore(t testing.TB) patientStore {
 	t.Helper()
+	if testingUpstream() {
+		return testUpstreamStore(t, os.Getenv(testUpstreamEnv))
+	}
 	s, err := openJournalStore(t.TempDir(), slog.New(slog.DiscardHandler), time.Now, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// testUpstreamStore is an upstream store on a new, empty tenant of the Medplum adapter at base.
+func testUpstreamStore(t testing.TB, base string) *upstreamStore {
+	t.Helper()
+	tenant := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, t.Name())
+	tenant = tenant[:min(len(tenant), 27)] + "-" + newUUID()
+	cfg := upstreamConfig{base: strings.TrimRight(base, "/") + "/t/" + tenant + "/", timeout: 10 * time.Second}
+	s, err := openUpstreamStore(cfg, slog.New(slog.DiscardHandler), nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -379,14 +379,14 @@ func TestServedSpec(t *testing.T) {
 		}
 		return doc["components"].(map[string]any)["securitySchemes"].(map[string]any)
 	}
-	on, err := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://auth.login.nhs.uk", Audience: "a"})
+	on, err := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://auth.login.nhs.uk", Audience: "a"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := schemes(on)["openIdConnect"].(map[string]any)["openIdConnectUrl"]; got != "https://auth.login.nhs.uk/.well-known/openid-configuration" {
 		t.Errorf("openIdConnectUrl %v", got)
 	}
-	off, err := servedSpec(openapiJSON, authConfig{})
+	off, err := servedSpec(openapiJSON, authConfig{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestServedSpec(t *testing.T) {
 	if bytes.Contains(off, []byte(`\u003e`)) {
 		t.Errorf("served spec escapes HTML characters")
 	}
-	req, _ := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://x", EGFRRequired: true})
+	req, _ := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://x", EGFRRequired: true}, false)
 	var doc struct {
 		Paths map[string]map[string]struct{ Security []map[string][]string }
 	}

@@ -953,6 +953,17 @@ func (p *patientResource) withMeta(id string, versionID string, lastUpdated time
 	return append(b, '}')
 }
 
+// nhsNumberOf is the value of a Patient's NHS number identifier (a validated Patient has at most one),
+// or "".
+func nhsNumberOf(patient *jsonNode) string {
+	for _, id := range patient.member("identifier").elems() {
+		if id.member("system").str() == fhirNHSNumberSystem {
+			return id.member("value").str()
+		}
+	}
+	return ""
+}
+
 // searchFields returns what search needs: identifiers, names, gender and birthDate as written. The
 // strings are copies, so the index that keeps them does not keep the body alive.
 func (p *patientResource) searchFields() patientSearchFields {
