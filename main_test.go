@@ -404,6 +404,19 @@ func TestServedSpec(t *testing.T) {
 	if diff := cmp.Diff([]map[string][]string{{"bearerAuth": {}}}, doc.Paths["/egfr"]["post"].Security); diff != "" {
 		t.Errorf("EGFR_AUTH=required: /egfr security (-want +got):\n%s", diff)
 	}
+
+	// With an upstream, version ids are FHIR ids wherever the spec has one: the vid path parameter,
+	// both If-Match headers, the ETag header (twice more inline) and Location.
+	up, err := servedSpec(openapiJSON, authConfig{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec any
+	json.Unmarshal(up, &spec)
+	added := bytes.Count(up, []byte(upstreamVersionPattern)) - bytes.Count(openapiJSON, []byte(upstreamVersionPattern))
+	if n := upstreamVersionPatterns(spec); n != 0 || added != 7 {
+		t.Errorf("upstream spec: %d journal version patterns left, %d made FHIR ids; want 0 and 7", n, added)
+	}
 }
 
 // TestReadinessWaitsForKeys: with an issuer that cannot be reached, the service is alive but not
