@@ -149,6 +149,7 @@ type upstreamError struct {
 	status       int
 	retryAfter   int
 	maybeApplied bool   // a write may have been applied upstream before it failed
+	transient    bool   // no answer for want of a connection: a read may try again
 	reason       string // for the log: never a body, a token, a query string or patient data
 }
 
@@ -258,7 +259,7 @@ func (s *upstreamStore) send(ctx context.Context, method, ref string, header htt
 	for attempt := 1; ; attempt++ {
 		res, err := s.attempt(ctx, method, ref, header, body)
 		var ue *upstreamError
-		retry := errors.As(err, &ue) && ue.status != http.StatusGatewayTimeout ||
+		retry := errors.As(err, &ue) && ue.transient ||
 			res != nil && (res.status == http.StatusUnauthorized && s.creds != nil ||
 				res.status == http.StatusBadGateway || res.status == http.StatusServiceUnavailable || res.status == http.StatusGatewayTimeout)
 		if attempt == attempts || !retry {
@@ -299,12 +300,15 @@ func (s *upstreamStore) attempt(ctx context.Context, method, ref string, header 
 		return nil, transportError(ctx, method, err)
 	}
 	defer res.Body.Close()
+	if res.ContentLength > maxUpstreamBody {
+		return nil, badAnswer("%s %s: the answer is over %d bytes", method, pathOnly(ref), maxUpstreamBody)
+	}
 	data, err := io.ReadAll(io.LimitReader(res.Body, maxUpstreamBody+1))
 	switch {
 	case err != nil:
-		return nil, maybeApplied(transportError(ctx, method, err))
+		return nil, transportError(ctx, method, err)
 	case len(data) > maxUpstreamBody:
-		return nil, maybeApplied(badAnswer("%s %s: the answer is over %d bytes", method, pathOnly(ref), maxUpstreamBody))
+		return nil, badAnswer("%s %s: the answer is over %d bytes", method, pathOnly(ref), maxUpstreamBody)
 	case res.StatusCode == http.StatusUnauthorized && s.creds != nil:
 		s.creds.refused()
 	}
@@ -338,9 +342,9 @@ func transportError(ctx context.Context, method string, err error) error {
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &nerr) && nerr.Timeout():
 		return &upstreamError{status: http.StatusGatewayTimeout, maybeApplied: write, reason: "no answer in time: " + err.Error()}
 	case errors.As(err, &op) && op.Op == "dial":
-		return &upstreamError{status: http.StatusServiceUnavailable, retryAfter: upstreamRetryAfter, reason: "unreachable: " + err.Error()}
+		return &upstreamError{status: http.StatusServiceUnavailable, retryAfter: upstreamRetryAfter, transient: true, reason: "unreachable: " + err.Error()}
 	}
-	return &upstreamError{status: http.StatusBadGateway, maybeApplied: write, reason: "connection failed: " + err.Error()}
+	return &upstreamError{status: http.StatusBadGateway, maybeApplied: write, transient: true, reason: "connection failed: " + err.Error()}
 }
 
 // unexpected is the error for an answer whose status the caller has no meaning for: the upstream
