@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -683,8 +684,14 @@ func TestUpstreamRestart(t *testing.T) {
 	}
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	ln.Close()
+	args := []string{".ci/medplum-upstream.mjs", port}
+	if major, err := exec.Command("node", "-p", "process.versions.node.split('.')[0]").Output(); err != nil {
+		t.Fatalf("node: %v", err)
+	} else if n, _ := strconv.Atoi(strings.TrimSpace(string(major))); n < 22 {
+		args = append([]string{"--experimental-websocket"}, args...) // @medplum/core reads the global WebSocket
+	}
 	startMedplum := func() *exec.Cmd {
-		cmd := exec.Command("node", "--experimental-websocket", ".ci/medplum-upstream.mjs", port)
+		cmd := exec.Command("node", args...)
 		cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
 		out, _ := cmd.StdoutPipe()
 		if err := cmd.Start(); err != nil {
