@@ -13,6 +13,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -212,16 +213,8 @@ func openUpstreamStore(cfg upstreamConfig, log *slog.Logger, client *http.Client
 	case cfg.oauth != nil:
 		s.creds = &clientCredentials{cfg: *cfg.oauth, client: client, now: time.Now}
 	}
-	go s.watch(ctx, cmpOrDuration(probeEvery, upstreamProbeEvery))
+	go s.watch(ctx, cmp.Or(probeEvery, upstreamProbeEvery))
 	return s, nil
-}
-
-// cmpOrDuration returns d, or def when d is 0.
-func cmpOrDuration(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // newUpstreamClient is the keep-alive pool to the upstream: bounded connect, TLS and response-header
@@ -489,17 +482,9 @@ func (s *upstreamStore) read(ctx context.Context, ref, id, versionID string) (pa
 	case http.StatusNotFound:
 		return patientVersion{}, errNotFound
 	case http.StatusGone:
-		return patientVersion{ID: id, VersionID: cmpOrString(versionID, etagVersion(res.header)), Deleted: true, Method: http.MethodDelete}, nil
+		return patientVersion{ID: id, VersionID: cmp.Or(versionID, etagVersion(res.header)), Deleted: true, Method: http.MethodDelete}, nil
 	}
 	return patientVersion{}, unexpected(res, http.MethodGet, ref)
-}
-
-// cmpOrString returns s, or def when s is "".
-func cmpOrString(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // written reads the answer to a write that stored Patient wantID (any if ""): the Patient in the body,
@@ -700,7 +685,7 @@ func (s *upstreamStore) UpdateWhere(ctx context.Context, c searchCriteria, bodyI
 	}
 	body, err := build(bodyID, "", time.Time{})
 	if err == nil {
-		err = s.checkNHSNumber(ctx, nhsNumberIn(body), cmpOrString(bodyID, idOf(found)))
+		err = s.checkNHSNumber(ctx, nhsNumberIn(body), cmp.Or(bodyID, idOf(found)))
 	}
 	if err != nil {
 		return patientVersion{}, false, matches, err
@@ -711,7 +696,7 @@ func (s *upstreamStore) UpdateWhere(ctx context.Context, c searchCriteria, bodyI
 	case err != nil:
 		return patientVersion{}, false, matches, err
 	case res.status == http.StatusOK || res.status == http.StatusCreated:
-		v, err := s.written(ctx, res, cmpOrString(bodyID, idOf(found)))
+		v, err := s.written(ctx, res, cmp.Or(bodyID, idOf(found)))
 		v.Method, v.Created = method, res.status == http.StatusCreated
 		return v, v.Created, matches, err
 	case res.status == http.StatusPreconditionFailed:

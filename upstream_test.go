@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -372,99 +373,144 @@ func TestUpstreamReadiness(t *testing.T) {
 	}
 }
 
-// TestUpstreamCredentials: a bearer token from a file, or OAuth2 client credentials whose token is
-// fetched once, kept until shortly before it expires, and dropped on a 401; neither ever in a log.
-func TestUpstreamCredentials(t *testing.T) {
-	const secret, tokenA, tokenB = "s3cret-client-secret", "token-from-file-AAAA", "oauth-token-BBBB"
-	var auths []string
-	var mu sync.Mutex
+// Credentials of the tests: a token in a file, and a client's secret and the token it gets.
+const testSecret, testFileToken, testOAuthToken = "s3cret-client-secret", "token-from-file-AAAA", "oauth-token-BBBB"
+
+// credentialsFixture is an upstream that records the Authorization it is sent, a token endpoint that
+// gives testOAuthToken (600 s) to client "client 1" with testSecret and scope system/Patient.*, and
+// the files holding testFileToken and testSecret.
+type credentialsFixture struct {
+	env                 mapEnv // FHIR_UPSTREAM_URL
+	tokenURL, tokenPath string
+	secretPath          string
+	fetches             atomic.Int32
+	mu                  sync.Mutex
+	lastAuth            string
+	log                 lockedBuffer
+}
+
+func newCredentialsFixture(t *testing.T) *credentialsFixture {
+	f := &credentialsFixture{}
 	up, _ := fakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		auths = append(auths, r.Header.Get("Authorization"))
-		mu.Unlock()
+		f.mu.Lock()
+		f.lastAuth = r.Header.Get("Authorization")
+		f.mu.Unlock()
 		fhirAnswer(w, 200, fakePatient("p1", "v1"))
 	})
-	var fetches atomic.Int32
 	tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, pw, ok := r.BasicAuth()
 		r.ParseForm()
-		if !ok || id != "client+1" || pw != secret || r.PostForm.Get("grant_type") != "client_credentials" || r.PostForm.Get("scope") != "system/Patient.*" {
+		if !ok || id != "client+1" || pw != testSecret || r.PostForm.Get("grant_type") != "client_credentials" || r.PostForm.Get("scope") != "system/Patient.*" {
 			w.WriteHeader(401)
 			io.WriteString(w, `{"error":"invalid_client","error_description":"the secret `+pw+` is wrong"}`)
 			return
 		}
-		fetches.Add(1)
-		io.WriteString(w, `{"access_token":"`+tokenB+`","token_type":"bearer","expires_in":600}`)
+		f.fetches.Add(1)
+		io.WriteString(w, `{"access_token":"`+testOAuthToken+`","token_type":"bearer","expires_in":600}`)
 	}))
-	defer tokens.Close()
+	t.Cleanup(tokens.Close)
 	dir := t.TempDir()
-	tokenPath, secretPath := filepath.Join(dir, "token"), filepath.Join(dir, "secret")
-	os.WriteFile(tokenPath, []byte(tokenA+"\n"), 0o600)
-	os.WriteFile(secretPath, []byte(secret+"\n"), 0o600)
-	var log lockedBuffer
-	env := mapEnv{"FHIR_UPSTREAM_URL": up.URL + "/fhir"}
-	read := func(t *testing.T, cfg upstreamConfig) (*upstreamStore, error) {
-		s, err := openUpstreamStore(cfg, slog.New(slog.NewJSONHandler(&log, nil)), nil, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		_, err = s.Read(t.Context(), "p1")
-		return s, err
-	}
+	f.env, f.tokenURL = mapEnv{"FHIR_UPSTREAM_URL": up.URL + "/fhir"}, tokens.URL+"/token"
+	f.tokenPath, f.secretPath = filepath.Join(dir, "token"), filepath.Join(dir, "secret")
+	os.WriteFile(f.tokenPath, []byte(testFileToken+"\n"), 0o600)
+	os.WriteFile(f.secretPath, []byte(testSecret+"\n"), 0o600)
+	return f
+}
 
-	env["FHIR_UPSTREAM_TOKEN_FILE"] = tokenPath
+// store opens an upstream store with the fixture's environment plus env.
+func (f *credentialsFixture) store(t *testing.T, env mapEnv) *upstreamStore {
+	t.Helper()
+	maps.Copy(env, f.env)
 	cfg, err := parseUpstreamConfig(env.get)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := read(t, cfg); err != nil || auths[len(auths)-1] != "Bearer "+tokenA {
-		t.Errorf("token file: %v, Authorization %q", err, auths)
-	}
-
-	delete(env, "FHIR_UPSTREAM_TOKEN_FILE")
-	env["FHIR_UPSTREAM_TOKEN_URL"], env["FHIR_UPSTREAM_CLIENT_ID"] = tokens.URL+"/token", "client 1"
-	env["FHIR_UPSTREAM_CLIENT_SECRET_FILE"], env["FHIR_UPSTREAM_SCOPE"] = secretPath, "system/Patient.*"
-	if cfg, err = parseUpstreamConfig(env.get); err != nil {
+	s, err := openUpstreamStore(cfg, slog.New(slog.NewJSONHandler(&f.log, nil)), nil, time.Hour)
+	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := read(t, cfg)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// read reads through s and returns the Authorization the upstream got.
+func (f *credentialsFixture) read(t *testing.T, s *upstreamStore) string {
+	t.Helper()
+	if _, err := s.Read(t.Context(), "p1"); err != nil {
+		t.Errorf("Read = %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastAuth
+}
+
+// checkLog fails if the log carries a credential.
+func (f *credentialsFixture) checkLog(t *testing.T, secrets ...string) {
+	t.Helper()
+	for _, s := range append(secrets, testSecret, testFileToken, testOAuthToken) {
+		if strings.Contains(f.log.String(), s) {
+			t.Errorf("the log carries a credential (%q): %s", s, f.log.String())
+		}
+	}
+}
+
+// TestUpstreamTokenFile: the bearer token in FHIR_UPSTREAM_TOKEN_FILE is sent, and a rotated file is
+// used once the upstream refuses the old token.
+func TestUpstreamTokenFile(t *testing.T) {
+	f := newCredentialsFixture(t)
+	s := f.store(t, mapEnv{"FHIR_UPSTREAM_TOKEN_FILE": f.tokenPath})
+	if got := f.read(t, s); got != "Bearer "+testFileToken {
+		t.Errorf("Authorization %q, want the file's token", got)
+	}
+	os.WriteFile(f.tokenPath, []byte("rotated-token-CCCC\n"), 0o600)
+	s.creds.refused()
+	if got := f.read(t, s); got != "Bearer rotated-token-CCCC" {
+		t.Errorf("after a 401 and a rotation: Authorization %q, want the new token", got)
+	}
+	f.checkLog(t, "rotated-token-CCCC")
+}
+
+// TestUpstreamClientCredentials: the token is fetched once, kept until shortly before it expires,
+// dropped on a 401; a token endpoint refusing the client makes a 503 whose log says why without the
+// secret.
+func TestUpstreamClientCredentials(t *testing.T) {
+	f := newCredentialsFixture(t)
+	s := f.store(t, mapEnv{"FHIR_UPSTREAM_TOKEN_URL": f.tokenURL, "FHIR_UPSTREAM_CLIENT_ID": "client 1",
+		"FHIR_UPSTREAM_CLIENT_SECRET_FILE": f.secretPath, "FHIR_UPSTREAM_SCOPE": "system/Patient.*"})
 	clock := time.Now()
 	cc := s.creds.(*clientCredentials)
 	cc.now = func() time.Time { return clock }
 	for range 3 {
-		s.Read(t.Context(), "p1")
+		if got := f.read(t, s); got != "Bearer "+testOAuthToken {
+			t.Fatalf("Authorization %q, want the token endpoint's", got)
+		}
 	}
-	if err != nil || fetches.Load() != 1 || auths[len(auths)-1] != "Bearer "+tokenB {
-		t.Errorf("client credentials: %v, %d token fetches for 4 reads (want 1), Authorization %q", err, fetches.Load(), auths[len(auths)-1])
+	for _, st := range []struct {
+		name        string
+		step        func()
+		wantFetches int32
+	}{
+		{"3 reads", func() {}, 1},
+		{"still fresh", func() { clock = clock.Add(600*time.Second - time.Minute - time.Second) }, 1},
+		{"within a minute of expiry", func() { clock = clock.Add(2 * time.Second) }, 2},
+		{"after a 401", cc.refused, 3},
+	} {
+		st.step()
+		f.read(t, s)
+		if got := f.fetches.Load(); got != st.wantFetches {
+			t.Errorf("%s: %d token fetches, want %d", st.name, got, st.wantFetches)
+		}
 	}
-	clock = clock.Add(600*time.Second - time.Minute - time.Second) // still fresh
-	s.Read(t.Context(), "p1")
-	clock = clock.Add(2 * time.Second) // within a minute of expiry: renewed
-	s.Read(t.Context(), "p1")
-	if fetches.Load() != 2 {
-		t.Errorf("%d token fetches, want 2 (one renewal shortly before expiry)", fetches.Load())
-	}
+	os.WriteFile(f.secretPath, []byte("wrong-secret-XYZ\n"), 0o600) // re-read at the next fetch
 	cc.refused()
-	s.Read(t.Context(), "p1")
-	if fetches.Load() != 3 {
-		t.Errorf("%d token fetches, want 3 (a new token after a 401)", fetches.Load())
-	}
-
-	os.WriteFile(secretPath, []byte("wrong-secret-XYZ\n"), 0o600) // re-read at the next fetch
-	cc.refused()
-	h := upstreamHandler{newServer(slog.New(slog.NewJSONHandler(&log, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t))}
+	h := upstreamHandler{newServer(slog.New(slog.NewJSONHandler(&f.log, nil)), testConfig(t), func() bool { return true }, openapiJSON, testDocs(t), s, testVerifier(t))}
 	if res := do(t, h, fhirReq("GET", "/Patient/p1", "")); res.StatusCode != 503 || res.Header.Get("Retry-After") == "" {
 		t.Errorf("token endpoint refusing: %d, want 503 with Retry-After", res.StatusCode)
 	}
-	if !strings.Contains(log.String(), "token endpoint answered HTTP 401 (error: invalid_client)") {
-		t.Errorf("the log does not say why: %s", log.String())
+	if !strings.Contains(f.log.String(), "token endpoint answered HTTP 401 (error: invalid_client)") {
+		t.Errorf("the log does not say why: %s", f.log.String())
 	}
-	for _, s := range []string{secret, tokenA, tokenB, "wrong-secret-XYZ"} {
-		if strings.Contains(log.String(), s) {
-			t.Errorf("the log carries a credential (%q): %s", s, log.String())
-		}
-	}
+	f.checkLog(t, "wrong-secret-XYZ")
 }
 
 // TestUpstreamConfig: each bad FHIR_UPSTREAM_* setting stops the start with one line naming it.
@@ -597,6 +643,26 @@ func TestUpstreamHistory(t *testing.T) {
 	}
 }
 
+// callService sends a request to a running service (run), with a read-write token and headers as name,
+// value pairs; the body is closed when the test ends.
+func callService(t *testing.T, base, method, path, body string, headers ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), method, base+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+localTestIssuer(t).token(t, allScopes))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res
+}
+
 // TestUpstreamReplicas runs two replicas of the whole service (run, as main does) on one Medplum
 // tenant: a Patient created through one is read, searched and updated through the other, and two
 // concurrent If-Match updates of one version through different replicas give exactly one 200 and
@@ -611,22 +677,8 @@ func TestUpstreamReplicas(t *testing.T) {
 	b, stopB := startRun(t, env())
 	waitReady(t, a)
 	waitReady(t, b)
-	auth := "Bearer " + li.token(t, allScopes)
 	call := func(base, method, path, body string, headers ...string) *http.Response {
-		req, _ := http.NewRequestWithContext(t.Context(), method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", auth)
-		if body != "" {
-			req.Header.Set("Content-Type", "application/fhir+json")
-		}
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Set(headers[i], headers[i+1])
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { res.Body.Close() })
-		return res
+		return callService(t, base, method, path, body, headers...)
 	}
 	created := call(a, "POST", "/Patient", minimalPatient)
 	id := decodeAnyBody(t, created)["id"].(string)
@@ -684,41 +736,14 @@ func TestUpstreamRestart(t *testing.T) {
 	}
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	ln.Close()
-	args := []string{".ci/medplum-upstream.mjs", port}
-	if major, err := exec.Command("node", "-p", "process.versions.node.split('.')[0]").Output(); err != nil {
-		t.Fatalf("node: %v", err)
-	} else if n, _ := strconv.Atoi(strings.TrimSpace(string(major))); n < 22 {
-		args = append([]string{"--experimental-websocket"}, args...) // @medplum/core reads the global WebSocket
-	}
-	startMedplum := func() *exec.Cmd {
-		cmd := exec.Command("node", args...)
-		cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
-		out, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		line := make([]byte, 64)
-		if n, _ := io.ReadAtLeast(out, line, len("listening")); !strings.HasPrefix(string(line[:n]), "listening") {
-			t.Fatalf("medplum-upstream.mjs: %q", line[:n])
-		}
-		return cmd
-	}
+	startMedplum := func() *exec.Cmd { return startMedplum(t, modules, port) }
 	medplum := startMedplum()
 	li := localTestIssuer(t)
 	base, stop := startRun(t, mapEnv{"FHIR_UPSTREAM_URL": "http://127.0.0.1:" + port + "/", "FHIR_UPSTREAM_TIMEOUT": "2s",
 		"OIDC_ISSUER": li.url, "OIDC_AUDIENCE": testIssuerAudience})
 	defer stop()
 	waitReady(t, base)
-	get := func(path string) *http.Response {
-		req, _ := http.NewRequestWithContext(t.Context(), "GET", base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+li.token(t, allScopes))
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res
-	}
+	get := func(path string) *http.Response { return callService(t, base, "GET", path, "") }
 	if res := get("/Patient?_count=1"); res.StatusCode != 200 {
 		t.Fatalf("search with the upstream up: %d", res.StatusCode)
 	}
@@ -735,6 +760,28 @@ func TestUpstreamRestart(t *testing.T) {
 	if res := get("/Patient?_count=1"); res.StatusCode != 200 {
 		t.Errorf("search with the upstream back: %d", res.StatusCode)
 	}
+}
+
+// startMedplum starts .ci/medplum-upstream.mjs on port with the packages in modules, once it listens.
+func startMedplum(t *testing.T, modules, port string) *exec.Cmd {
+	t.Helper()
+	args := []string{".ci/medplum-upstream.mjs", port}
+	if major, err := exec.Command("node", "-p", "process.versions.node.split('.')[0]").Output(); err != nil {
+		t.Fatalf("node: %v", err)
+	} else if n, _ := strconv.Atoi(strings.TrimSpace(string(major))); n < 22 {
+		args = append([]string{"--experimental-websocket"}, args...) // @medplum/core reads the global WebSocket
+	}
+	cmd := exec.Command("node", args...)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 64)
+	if n, _ := io.ReadAtLeast(out, line, len("listening")); !strings.HasPrefix(string(line[:n]), "listening") {
+		t.Fatalf("medplum-upstream.mjs: %q", line[:n])
+	}
+	return cmd
 }
 
 // TestUpstreamContextCancel: a client that goes away cancels the upstream request too.
