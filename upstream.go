@@ -274,7 +274,7 @@ func (s *upstreamStore) attempt(ctx context.Context, method, ref string, header 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, s.base.String()+ref, rd)
 	if err != nil {
-		return nil, badAnswer("cannot make a request for %s %s: %v", method, pathOnly(ref), err)
+		return nil, badAnswer("cannot make a request for %s %s", method, pathOnly(ref)) // err would quote the URL
 	}
 	maps.Copy(req.Header, header)
 	req.Header.Set("Accept", "application/fhir+json")
@@ -997,14 +997,15 @@ func (s *upstreamStore) TypeHistory(ctx context.Context, since time.Time, cursor
 	case b.next != "" && len(b.entries) <= count:
 		next, err := s.relativeRef(b.next)
 		return out, "n" + base64.RawURLEncoding.EncodeToString([]byte(next)), err
-	case len(b.entries) >= count:
+	case offset >= 0 && len(b.entries) >= count: // an upstream that gives no links: perhaps more
 		return out, "o" + strconv.Itoa(offset+count), nil
 	}
-	return out, "", nil
+	return out, "", nil // the end (an upstream that pages by links says so by giving none)
 }
 
 // historyPage is the upstream reference of a type-history page: the cursor's (see TypeHistory), or the
-// first page of count from since; errBadCursor for a cursor we did not make.
+// first page of count from since, with the page's offset (-1 for a page the upstream linked to);
+// errBadCursor for a cursor we did not make.
 func (s *upstreamStore) historyPage(since time.Time, cursor string, count int) (string, int, error) {
 	q := url.Values{"_count": {strconv.Itoa(count)}}
 	if !since.IsZero() {
@@ -1019,7 +1020,7 @@ func (s *upstreamStore) historyPage(since time.Time, cursor string, count int) (
 			return "", 0, errBadCursor
 		}
 		if rel, err := s.relativeRef(string(ref)); err == nil && rel == string(ref) {
-			return rel, 0, nil
+			return rel, -1, nil
 		}
 	case cursor[0] == 'o':
 		if n, err := strconv.Atoi(cursor[1:]); err == nil && n > 0 && fhirDigits(cursor[1:]) {

@@ -8,6 +8,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -326,6 +327,69 @@ func TestUpstreamTranslation(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{`PUT 200 OK W/"v2"`, `POST 201 Created W/"v1"`}, entries); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)
+	}
+}
+
+// TestUpstreamTypeHistory: type-level history pages by the upstream's next links when it gives them
+// (kept, relative to its base, inside our opaque _before cursor), else by _offset; a cursor we did not
+// make, or one leading outside the upstream's base, is a 400.
+func TestUpstreamTypeHistory(t *testing.T) {
+	entry := func(method, id, vid string) string {
+		return `{"request":{"method":"` + method + `","url":"Patient/` + id + `"},"response":{"status":"200 OK"},"resource":` + fakePatient(id, vid) + `}`
+	}
+	page := entry("PUT", "a", "v2") + "," + entry("POST", "b", "v1")
+	for _, tt := range []struct {
+		name  string
+		links bool
+		want  []string // the queries the upstream gets, following our next links from _count=2
+	}{
+		{"by the upstream's links", true, []string{"_count=2", "page=2"}},
+		{"by _offset", false, []string{"_count=2", "_count=2&_offset=2", "_count=2&_offset=4"}},
+	} {
+		var mu sync.Mutex
+		var got []string
+		var up *httptest.Server
+		up, _ = fakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			got = append(got, r.URL.RawQuery)
+			mu.Unlock()
+			switch q := r.URL.Query(); {
+			case tt.links && q.Get("page") == "":
+				fhirAnswer(w, 200, `{"resourceType":"Bundle","type":"history","link":[{"relation":"next","url":"`+up.URL+`/fhir/Patient/_history?page=2"}],"entry":[`+page+`]}`)
+			case q.Get("_offset") == "4":
+				fhirAnswer(w, 200, `{"resourceType":"Bundle","type":"history"}`)
+			default: // a full page, without links
+				fhirAnswer(w, 200, `{"resourceType":"Bundle","type":"history","entry":[`+page+`]}`)
+			}
+		})
+		h, _ := upstreamTestServer(t, up.URL+"/fhir/", 2*time.Second, io.Discard)
+		var methods []string
+		for next := "/Patient/_history?_count=2"; next != ""; {
+			b := decodeBody[bundle](t, do(t, h, fhirReq("GET", next, "")))
+			next = ""
+			for _, l := range b.Link {
+				if l.Relation == "next" {
+					next = strings.TrimPrefix(l.URL, "http://example.com")
+				}
+			}
+			for _, e := range b.Entry {
+				methods = append(methods, e.Request.Method)
+			}
+			if len(methods) > 10 {
+				t.Fatalf("%s: the pages never end", tt.name)
+			}
+		}
+		mu.Lock()
+		if diff := cmp.Diff(tt.want, got); diff != "" || len(methods) != 4 || methods[1] != "POST" {
+			t.Errorf("%s: entries %v; upstream requests (-want +got):\n%s", tt.name, methods, diff)
+		}
+		mu.Unlock()
+		for _, cursor := range []string{"nZZ%21", "n" + base64.RawURLEncoding.EncodeToString([]byte("http://evil.example/Patient/_history")),
+			"n" + base64.RawURLEncoding.EncodeToString([]byte("../admin")), "o-1", "o", "x1"} {
+			if res := do(t, h, fhirReq("GET", "/Patient/_history?_before="+cursor, "")); res.StatusCode != 400 {
+				t.Errorf("_before=%s: %d, want 400", cursor, res.StatusCode)
+			}
+		}
 	}
 }
 
