@@ -195,23 +195,24 @@ type upstreamStore struct {
 var _ patientStore = (*upstreamStore)(nil)
 
 // openUpstreamStore makes the store and starts checking, every probeEvery (upstreamProbeEvery if 0),
-// whether the upstream answers; Ready is false until it first does. client nil means the pool this
-// file configures (tests pass their own).
-func openUpstreamStore(cfg upstreamConfig, log *slog.Logger, client *http.Client, probeEvery time.Duration) (*upstreamStore, error) {
+// whether the upstream answers; Ready is false until it first does. now (time.Now if nil) is the
+// clock token lifetimes are measured by.
+func openUpstreamStore(cfg upstreamConfig, log *slog.Logger, now func() time.Time, probeEvery time.Duration) (*upstreamStore, error) {
 	base, err := url.Parse(cfg.base)
 	if err != nil {
 		return nil, fmt.Errorf("upstream base: %w", err)
 	}
-	if client == nil {
-		client = newUpstreamClient(cfg.timeout)
+	client := newUpstreamClient(cfg.timeout)
+	if now == nil {
+		now = time.Now
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s := &upstreamStore{base: base, client: client, timeout: cfg.timeout, log: log, stop: stop, done: make(chan struct{})}
 	switch {
 	case cfg.tokenFile != "":
-		s.creds = &tokenFile{path: cfg.tokenFile, now: time.Now}
+		s.creds = &tokenFile{path: cfg.tokenFile, now: now}
 	case cfg.oauth != nil:
-		s.creds = &clientCredentials{cfg: *cfg.oauth, client: client, now: time.Now}
+		s.creds = &clientCredentials{cfg: *cfg.oauth, client: client, now: now}
 	}
 	go s.watch(ctx, cmp.Or(probeEvery, upstreamProbeEvery))
 	return s, nil

@@ -448,9 +448,18 @@ type credentialsFixture struct {
 	tokenURL, tokenPath string
 	secretPath          string
 	fetches             atomic.Int32
+	clock               atomic.Int64 // Unix nanoseconds; 0 is time.Now
 	mu                  sync.Mutex
 	lastAuth            string
 	log                 lockedBuffer
+}
+
+// now is the fixture's clock.
+func (f *credentialsFixture) now() time.Time {
+	if n := f.clock.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Now()
 }
 
 func newCredentialsFixture(t *testing.T) *credentialsFixture {
@@ -481,7 +490,7 @@ func newCredentialsFixture(t *testing.T) *credentialsFixture {
 	return f
 }
 
-// store opens an upstream store with the fixture's environment plus env.
+// store opens an upstream store with the fixture's environment plus env, and the fixture's clock.
 func (f *credentialsFixture) store(t *testing.T, env mapEnv) *upstreamStore {
 	t.Helper()
 	maps.Copy(env, f.env)
@@ -489,7 +498,7 @@ func (f *credentialsFixture) store(t *testing.T, env mapEnv) *upstreamStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := openUpstreamStore(cfg, slog.New(slog.NewJSONHandler(&f.log, nil)), nil, time.Hour)
+	s, err := openUpstreamStore(cfg, slog.New(slog.NewJSONHandler(&f.log, nil)), f.now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,9 +550,9 @@ func TestUpstreamClientCredentials(t *testing.T) {
 	f := newCredentialsFixture(t)
 	s := f.store(t, mapEnv{"FHIR_UPSTREAM_TOKEN_URL": f.tokenURL, "FHIR_UPSTREAM_CLIENT_ID": "client 1",
 		"FHIR_UPSTREAM_CLIENT_SECRET_FILE": f.secretPath, "FHIR_UPSTREAM_SCOPE": "system/Patient.*"})
-	clock := time.Now()
+	f.clock.Store(time.Now().UnixNano())
+	advance := func(d time.Duration) { f.clock.Add(int64(d)) }
 	cc := s.creds.(*clientCredentials)
-	cc.now = func() time.Time { return clock }
 	for range 3 {
 		if got := f.read(t, s); got != "Bearer "+testOAuthToken {
 			t.Fatalf("Authorization %q, want the token endpoint's", got)
@@ -555,8 +564,8 @@ func TestUpstreamClientCredentials(t *testing.T) {
 		wantFetches int32
 	}{
 		{"3 reads", func() {}, 1},
-		{"still fresh", func() { clock = clock.Add(600*time.Second - time.Minute - time.Second) }, 1},
-		{"within a minute of expiry", func() { clock = clock.Add(2 * time.Second) }, 2},
+		{"still fresh", func() { advance(600*time.Second - time.Minute - time.Second) }, 1},
+		{"within a minute of expiry", func() { advance(2 * time.Second) }, 2},
 		{"after a 401", cc.refused, 3},
 	} {
 		st.step()
