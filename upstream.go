@@ -1105,6 +1105,7 @@ type upstreamCredentials interface {
 // credentialsError is a failure to get upstream credentials (a 503: nothing was sent).
 type credentialsError struct{ reason string }
 
+// Error says what failed, without the credential.
 func (e *credentialsError) Error() string { return "upstream credentials: " + e.reason }
 
 // tokenFile is a bearer token in a file, re-read every minute (and after a 401), so a rotated file is

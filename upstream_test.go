@@ -462,6 +462,7 @@ func (f *credentialsFixture) now() time.Time {
 	return time.Now()
 }
 
+// newCredentialsFixture starts the fixture's upstream and token endpoint and writes its files.
 func newCredentialsFixture(t *testing.T) *credentialsFixture {
 	f := &credentialsFixture{}
 	up, _ := fakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
