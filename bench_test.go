@@ -56,8 +56,8 @@ func benchPatientServer(b *testing.B, n int, fsyncPerWrite bool) (http.Handler, 
 	var ids []string
 	for i := range n {
 		id := fmt.Sprintf("p%d", i)
-		_, err := store.Create(context.Background(), id, func(v int, t time.Time) ([]byte, error) {
-			return fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"meta":{"versionId":"%d","lastUpdated":%q},"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"%010d"}],"name":[{"family":"Family%d","given":["Given%d"]}],"gender":"female","birthDate":"1970-01-01"}`,
+		_, err := store.Create(context.Background(), id, func(_, v string, t time.Time) ([]byte, error) {
+			return fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"meta":{"versionId":%q,"lastUpdated":%q},"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"%010d"}],"name":[{"family":"Family%d","given":["Given%d"]}],"gender":"female","birthDate":"1970-01-01"}`,
 				id, v, t.Format("2006-01-02T15:04:05.000Z07:00"), i, i%1000, i), nil
 		})
 		if err != nil {

@@ -29,20 +29,33 @@ import (
 // undocumentedRoutes are served but deliberately left out of the spec: the documentation itself.
 var undocumentedRoutes = []string{"GET /openapi.json", "GET /docs", "GET /docs/"}
 
-// loadSpec parses the embedded openapi.json once per test binary; it is never modified.
-var loadSpec = sync.OnceValues(func() (map[string]any, error) {
-	var spec map[string]any
-	err := json.Unmarshal(openapiJSON, &spec)
-	return spec, err
+// loadSpecs parses the embedded openapi.json once per test binary: as it is, and as it is served with
+// an upstream FHIR server as the store (version ids are FHIR ids). They are never modified.
+var loadSpecs = sync.OnceValues(func() ([2]map[string]any, error) {
+	var specs [2]map[string]any
+	for i := range specs {
+		if err := json.Unmarshal(openapiJSON, &specs[i]); err != nil {
+			return specs, err
+		}
+	}
+	upstreamVersionPatterns(specs[1])
+	return specs, nil
 })
 
-func mustSpec(t testing.TB) map[string]any {
+// mustSpec is the spec the responses of the tests' store are checked against (see testStore).
+func mustSpec(t testing.TB) map[string]any { return mustSpecFor(t, testingUpstream()) }
+
+// mustSpecFor is the spec of a service on the journal, or on an upstream FHIR server.
+func mustSpecFor(t testing.TB, upstream bool) map[string]any {
 	t.Helper()
-	spec, err := loadSpec()
+	specs, err := loadSpecs()
 	if err != nil {
 		t.Fatalf("parse openapi.json: %v", err)
 	}
-	return spec
+	if upstream {
+		return specs[1]
+	}
+	return specs[0]
 }
 
 func TestRouteParity(t *testing.T) {
@@ -180,6 +193,7 @@ func TestSpecPatientExampleIsRealOutput(t *testing.T) {
 // something the service refuses. Writes run before reads and deletes last, as a user would try them,
 // so the PUT example (an update-as-create of the documented id) makes the patches and reads find a Patient.
 func TestSpecExamplesAreAccepted(t *testing.T) {
+	journalOnly(t, "the examples are the journal's answers: version ids 1 and 2, type-level history (which Medplum lacks)")
 	spec := mustSpec(t)
 	h := newTestServer(t)
 	token := localTestIssuer(t).token(t, allScopes)
@@ -279,9 +293,10 @@ func TestSpecExamplesAreAccepted(t *testing.T) {
 // checkContract checks one response against the spec: the operation (or, for a path no route
 // serves, the NotFound/MethodNotAllowed responses) documents its status, content type, required
 // headers, and its body validates against the documented schema.
-func checkContract(t testing.TB, req *http.Request, res *http.Response, body []byte) {
+// checkContract checks a response of a service on the journal, or on an upstream (upstream).
+func checkContract(t testing.TB, req *http.Request, res *http.Response, body []byte, upstream bool) {
 	t.Helper()
-	spec := mustSpec(t)
+	spec := mustSpecFor(t, upstream)
 	if isUndocumentedPath(req.URL.Path) {
 		return
 	}
@@ -618,7 +633,7 @@ func TestContractCheckerCatchesDrift(t *testing.T) {
 			if tt.name != "missing request id header" {
 				res.Header.Set("X-Request-ID", "abc")
 			}
-			checkContract(rec, req, res, []byte(tt.body))
+			checkContract(rec, req, res, []byte(tt.body), false)
 			if rec.errors == 0 {
 				t.Errorf("checkContract accepted a response that breaks the spec")
 			}
@@ -681,7 +696,7 @@ func TestSearchParamsDocumented(t *testing.T) {
 			}
 		}
 	}
-	if err := json.Unmarshal(capabilityStatement(), &cs); err != nil {
+	if err := json.Unmarshal(capabilityStatement(false), &cs); err != nil {
 		t.Fatal(err)
 	}
 	var declared []string

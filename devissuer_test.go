@@ -13,20 +13,20 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// devIssuerOutput is an io.Writer the dev issuer goroutine writes while the
-// test reads.
-type devIssuerOutput struct {
+// lockedBuffer is an io.Writer that goroutines write while the test reads (the dev issuer's output, or
+// a log two loggers share).
+type lockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *devIssuerOutput) Write(p []byte) (int, error) {
+func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *devIssuerOutput) String() string {
+func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -36,7 +36,7 @@ func (b *devIssuerOutput) String() string {
 // the verifier from its export line, and verify the printed token.
 func TestDevIssuer(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	var out devIssuerOutput
+	var out lockedBuffer
 	done := make(chan error, 1)
 	go func() { done <- runDevIssuer(ctx, "127.0.0.1:0", "clinicalapi", &out) }()
 
@@ -105,7 +105,7 @@ func TestDevIssuerRefusesNonLoopback(t *testing.T) {
 		{"127.0.0.1:0", ""},
 	}
 	for _, tt := range tests {
-		var out devIssuerOutput
+		var out lockedBuffer
 		// The timeout turns "wrongly started serving" into a failure, not a hang.
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		err := runDevIssuer(ctx, tt.addr, tt.audience, &out)

@@ -7,11 +7,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -115,6 +117,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, status int, detail str
 // last three are logged with the request and trace IDs, and their cause is never shown to the client.
 func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, notFound, conflict fhirIssue) {
 	var dup *duplicateError
+	var up *upstreamError
 	switch {
 	case errors.Is(err, errNotFound) && notFound.Code != "":
 		writeOutcome(w, http.StatusNotFound, notFound)
@@ -126,6 +129,8 @@ func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 			msg = fmt.Sprintf("The NHS number %s already belongs to Patient %q; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber). Nothing was stored.", dup.identifier.Value, dup.holder)
 		}
 		writeOutcome(w, http.StatusConflict, fhirError("duplicate", "Patient.identifier", msg))
+	case errors.As(err, &up):
+		writeUpstreamError(w, r, log, up)
 	case errors.Is(err, errRaced):
 		writeOutcome(w, http.StatusConflict, fhirError("conflict", "", "Other writes kept changing which Patients match the criteria; nothing was changed. Send the request again."))
 	case errors.Is(err, errStoreFull) || errors.Is(err, syscall.ENOSPC):
@@ -142,6 +147,28 @@ func writeStoreError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 		log.Error("patient store", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
 		writeError(w, r, http.StatusInternalServerError, "The server could not complete the request.")
 	}
+}
+
+// writeUpstreamError answers a failure of the upstream FHIR server (upstream.go): 503 unreachable or
+// overloaded, with Retry-After; 504 no answer in time; 502 an answer this service cannot use; 501 an
+// interaction it does not offer. A write that may have reached it says so: the client must read before
+// sending it again. The cause is logged, never shown.
+func writeUpstreamError(w http.ResponseWriter, r *http.Request, log *slog.Logger, up *upstreamError) {
+	log.Error("upstream FHIR server", "route", r.Pattern, "status", up.status, "err", up, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
+	msg := map[int]string{
+		http.StatusNotImplemented:     "The upstream FHIR server this service stores Patients in does not offer this interaction.",
+		http.StatusBadGateway:         "The upstream FHIR server this service stores Patients in gave an answer this service cannot use.",
+		http.StatusServiceUnavailable: "The upstream FHIR server this service stores Patients in cannot be reached or is overloaded; nothing was changed. Retry later.",
+		http.StatusGatewayTimeout:     "The upstream FHIR server this service stores Patients in did not answer in time.",
+	}[up.status]
+	if up.maybeApplied {
+		msg += " The change may have been stored there: read the Patient before sending it again."
+	}
+	if up.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(up.retryAfter))
+	}
+	code := map[int]string{http.StatusNotImplemented: "not-supported", http.StatusServiceUnavailable: "transient", http.StatusGatewayTimeout: "timeout"}[up.status]
+	writeOutcome(w, up.status, fhirError(cmp.Or(code, "exception"), "", msg))
 }
 
 // noPatient is the 404 issue for an id that never existed.

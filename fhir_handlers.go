@@ -42,11 +42,11 @@ func handlePatientCreate(log *slog.Logger, store patientStore) http.Handler {
 		var err error
 		matches := 0
 		if cond, conditional := r.Header["If-None-Exist"]; !conditional {
-			v, err = store.Create(r.Context(), id, p.build(id))
+			v, err = store.Create(r.Context(), id, p.build)
 		} else if c, ok := parseCriteria(w, "If-None-Exist", strings.Join(cond, "&")); !ok {
 			return
 		} else {
-			v, matches, err = store.CreateIfNone(r.Context(), id, c, p.build(id))
+			v, matches, err = store.CreateIfNone(r.Context(), id, c, p.build)
 		}
 		switch {
 		case err != nil:
@@ -56,7 +56,7 @@ func handlePatientCreate(log *slog.Logger, store patientStore) http.Handler {
 		case matches == 1: // R4 http.html#ccreate: the create is ignored, and the Patient that matched returned
 			writeVersion(w, r, http.StatusOK, v)
 		default:
-			w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+			w.Header().Set("Location", versionPath(v))
 			writeVersion(w, r, http.StatusCreated, v)
 		}
 	})
@@ -89,7 +89,7 @@ func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
 		if !ok {
 			return
 		}
-		ifMatch, ok := ifMatchHeader(w, r)
+		ifMatch, ok := ifMatchHeader(w, r, store.VersionIDs())
 		if !ok {
 			return
 		}
@@ -102,7 +102,7 @@ func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
 			writeOutcome(w, status, issues...)
 			return
 		}
-		v, created, err := store.Update(r.Context(), id, ifMatch, http.MethodPut, p.build(id))
+		v, created, err := store.Update(r.Context(), id, ifMatch, http.MethodPut, p.build)
 		if err != nil {
 			writeStoreError(w, r, log, err, fhirIssue{}, staleIfMatch(ifMatch, id))
 			return
@@ -110,7 +110,7 @@ func handlePatientUpdate(log *slog.Logger, store patientStore) http.Handler {
 		status = http.StatusOK
 		if created {
 			status = http.StatusCreated
-			w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+			w.Header().Set("Location", versionPath(v))
 		}
 		writeVersion(w, r, status, v)
 	})
@@ -143,9 +143,7 @@ func parseCriteria(w http.ResponseWriter, from, raw string) (searchCriteria, boo
 		writeOutcome(w, http.StatusBadRequest, issues...)
 		return searchCriteria{}, false
 	}
-	self.Del("_count") // the self link's page size, which a conditional interaction does not use
-	self.Del("_offset")
-	return searchCriteria{q: q, text: self.Encode()}, true
+	return newSearchCriteria(q, self), true
 }
 
 // tooManyMatches is the 412 of a conditional interaction whose criteria match several Patients.
@@ -189,7 +187,7 @@ func handlePatientConditionalUpdate(log *slog.Logger, store patientStore) http.H
 		case matches > 1:
 			writeOutcome(w, http.StatusPreconditionFailed, tooManyMatches("PUT /Patient", matches))
 		case created:
-			w.Header().Set("Location", fmt.Sprintf("/Patient/%s/_history/%d", v.ID, v.Version))
+			w.Header().Set("Location", versionPath(v))
 			writeVersion(w, r, http.StatusCreated, v)
 		default:
 			writeVersion(w, r, http.StatusOK, v)
@@ -213,7 +211,7 @@ func handlePatientConditionalDelete(log *slog.Logger, store patientStore) http.H
 			writeOutcome(w, http.StatusPreconditionFailed, tooManyMatches("DELETE /Patient", matches))
 		default:
 			if matches == 1 {
-				w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+				setETag(w, v)
 			}
 			w.WriteHeader(http.StatusNoContent)
 		}
@@ -243,7 +241,7 @@ func handlePatientPatch(log *slog.Logger, store patientStore) http.Handler {
 		if !ok {
 			return
 		}
-		ifMatch, ok := ifMatchHeader(w, r)
+		ifMatch, ok := ifMatchHeader(w, r, store.VersionIDs())
 		if !ok {
 			return
 		}
@@ -280,7 +278,7 @@ const maxPatchAttempts = 5
 // errVersionConflict, a 412); without, a lost race starts again from the newer version. It returns
 // the stored version; or a status and its issues (410 deleted, 409 still losing after
 // maxPatchAttempts, 422 an operation that failed, 400/422 an invalid result); or a store error.
-func patchPatient(ctx context.Context, store patientStore, id string, ifMatch int, ops []patchOp) (patientVersion, int, []fhirIssue, error) {
+func patchPatient(ctx context.Context, store patientStore, id, ifMatch string, ops []patchOp) (patientVersion, int, []fhirIssue, error) {
 	for attempt := 1; ; attempt++ {
 		cur, err := store.Read(ctx, id)
 		switch {
@@ -288,15 +286,15 @@ func patchPatient(ctx context.Context, store patientStore, id string, ifMatch in
 			return patientVersion{}, 0, nil, err
 		case cur.Deleted:
 			return patientVersion{}, http.StatusGone, []fhirIssue{deletedPatient(cur)}, nil
-		case ifMatch != 0 && ifMatch != cur.Version:
+		case ifMatch != "" && ifMatch != cur.VersionID:
 			return patientVersion{}, 0, nil, errVersionConflict
 		}
 		p, issues, status, err := applyPatientPatch(cur, ops)
 		if err != nil || status != 0 {
 			return patientVersion{}, status, issues, err
 		}
-		v, _, err := store.Update(ctx, id, cur.Version, http.MethodPatch, p.build(id))
-		if !errors.Is(err, errVersionConflict) || ifMatch != 0 {
+		v, _, err := store.Update(ctx, id, cur.VersionID, http.MethodPatch, p.build)
+		if !errors.Is(err, errVersionConflict) || ifMatch != "" {
 			return v, 0, nil, err
 		}
 		if attempt == maxPatchAttempts {
@@ -310,7 +308,7 @@ func patchPatient(ctx context.Context, store patientStore, id string, ifMatch in
 func applyPatientPatch(cur patientVersion, ops []patchOp) (*patientResource, []fhirIssue, int, error) {
 	doc, _, jerr := readJSON(cur.Body, fhirMaxDepth) // a tree of our own: the patch changes it
 	if jerr != nil {
-		return nil, nil, 0, fmt.Errorf("stored Patient %s version %d does not parse (at byte %d)", cur.ID, cur.Version, jerr.offset)
+		return nil, nil, 0, fmt.Errorf("stored Patient %s version %s does not parse (at byte %d)", cur.ID, cur.VersionID, jerr.offset)
 	}
 	doc, perr := applyJSONPatch(doc, ops)
 	if perr != nil {
@@ -326,41 +324,53 @@ func applyPatientPatch(cur patientVersion, ops []patchOp) (*patientResource, []f
 }
 
 // ifMatchHeader reads If-Match (see parseIfMatch), answering 400 itself when it is malformed.
-func ifMatchHeader(w http.ResponseWriter, r *http.Request) (int, bool) {
-	n, ok := parseIfMatch(r.Header.Values("If-Match"))
+func ifMatchHeader(w http.ResponseWriter, r *http.Request, rule versionIDRule) (string, bool) {
+	vid, ok := parseIfMatch(r.Header.Values("If-Match"), rule)
 	if !ok {
-		writeOutcome(w, http.StatusBadRequest, fhirError("value", "", `If-Match must be one version ETag such as W/"3".`))
+		writeOutcome(w, http.StatusBadRequest, fhirError("value", "", fmt.Sprintf(`If-Match must be one version ETag such as W/"%s".`, rule.example)))
 	}
-	return n, ok
+	return vid, ok
 }
 
 // staleIfMatch is the 412 issue for an If-Match that names a version that is not the current one.
-func staleIfMatch(ifMatch int, id string) fhirIssue {
-	return fhirError("conflict", "", fmt.Sprintf(`If-Match W/"%d" is not the current version of Patient %q; read it again and retry.`, ifMatch, id))
+func staleIfMatch(ifMatch, id string) fhirIssue {
+	return fhirError("conflict", "", fmt.Sprintf(`If-Match W/"%s" is not the current version of Patient %q; read it again and retry.`, ifMatch, id))
 }
 
 // deletedPatient is the 410 issue for a Patient whose current version records its deletion.
 func deletedPatient(v patientVersion) fhirIssue {
-	return fhirError("deleted", "", fmt.Sprintf("Patient %q was deleted (version %d); earlier versions remain readable in its history.", v.ID, v.Version))
+	version := "" // an upstream server's 410 may not say which version records the deletion
+	if v.VersionID != "" {
+		version = " (version " + v.VersionID + ")"
+	}
+	return fhirError("deleted", "", fmt.Sprintf("Patient %q was deleted%s; earlier versions remain readable in its history.", v.ID, version))
 }
 
-// parseIfMatch reads an If-Match version ETag (W/"n", or "n"); 0 when absent.
-func parseIfMatch(values []string) (int, bool) {
+// parseIfMatch reads an If-Match version ETag (W/"v", or "v") whose v the rule allows; "" when absent.
+func parseIfMatch(values []string, rule versionIDRule) (string, bool) {
 	if len(values) == 0 {
-		return 0, true
+		return "", true
 	}
 	if len(values) > 1 {
-		return 0, false
+		return "", false
 	}
 	tag := strings.TrimPrefix(strings.TrimSpace(values[0]), "W/")
-	if len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' {
-		return 0, false
+	if len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' || !rule.valid(tag[1:len(tag)-1]) {
+		return "", false
 	}
-	n, err := strconv.Atoi(tag[1 : len(tag)-1])
-	if err != nil || n < 1 || tag[1] == '0' || tag[1] == '+' {
-		return 0, false
+	return tag[1 : len(tag)-1], true
+}
+
+// setETag sets the ETag of version v (R4 http.html: W/"versionId"), unless the store does not know its id.
+func setETag(w http.ResponseWriter, v patientVersion) {
+	if v.VersionID != "" {
+		w.Header().Set("ETag", `W/"`+v.VersionID+`"`)
 	}
-	return n, true
+}
+
+// versionPath is the service-relative URL of version v: the Location of a write that created it.
+func versionPath(v patientVersion) string {
+	return "/Patient/" + v.ID + "/_history/" + v.VersionID
 }
 
 // handlePatientDelete serves DELETE /Patient/{id}: it records a deleted version (history is kept) and
@@ -377,7 +387,7 @@ func handlePatientDelete(log *slog.Logger, store patientStore) http.Handler {
 			return
 		}
 		if existed {
-			w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+			setETag(w, v)
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
@@ -390,18 +400,18 @@ func handlePatientVRead(log *slog.Logger, store patientStore) http.Handler {
 		if !ok {
 			return
 		}
-		vid, err := strconv.Atoi(r.PathValue("vid"))
-		if err != nil || vid < 1 || strconv.Itoa(vid) != r.PathValue("vid") {
-			writeOutcome(w, http.StatusBadRequest, fhirError("value", "Patient.meta.versionId", "The version in the URL must be a positive whole number such as 1."))
+		vid, rule := r.PathValue("vid"), store.VersionIDs()
+		if !rule.valid(vid) {
+			writeOutcome(w, http.StatusBadRequest, fhirError("value", "Patient.meta.versionId", "The version in the URL must be "+rule.text+"."))
 			return
 		}
 		v, err := store.VRead(r.Context(), id, vid)
 		switch {
 		case err != nil:
-			writeStoreError(w, r, log, err, fhirError("not-found", "Patient.meta.versionId", fmt.Sprintf("Patient %q has no version %d.", id, vid)), fhirIssue{})
+			writeStoreError(w, r, log, err, fhirError("not-found", "Patient.meta.versionId", fmt.Sprintf("Patient %q has no version %s.", id, vid)), fhirIssue{})
 		case v.Deleted:
-			w.Header().Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
-			writeOutcome(w, http.StatusGone, fhirError("deleted", "", fmt.Sprintf("Version %d of Patient %q records its deletion.", vid, id)))
+			setETag(w, v)
+			writeOutcome(w, http.StatusGone, fhirError("deleted", "", fmt.Sprintf("Version %s of Patient %q records its deletion.", vid, id)))
 		default:
 			writeVersion(w, r, http.StatusOK, v)
 		}
@@ -435,7 +445,7 @@ func handlePatientHistory(log *slog.Logger, store patientStore, baseURL string) 
 func historyEntry(base string, v patientVersion) bundleEntry {
 	e := bundleEntry{FullURL: base + "/Patient/" + v.ID, Resource: v.Body,
 		Request: &bundleRequest{v.Method, "Patient/" + v.ID},
-		Response: &bundleResponse{Status: "200 OK", Etag: fmt.Sprintf(`W/"%d"`, v.Version),
+		Response: &bundleResponse{Status: "200 OK", Etag: `W/"` + v.VersionID + `"`,
 			LastModified: v.LastUpdated.UTC().Format("2006-01-02T15:04:05.000Z07:00")}}
 	switch {
 	case v.Method == http.MethodPost:
@@ -562,7 +572,7 @@ func handlePatientSearch(log *slog.Logger, store patientStore, baseURL string) h
 			return
 		}
 		q.Base = requestBase(r, baseURL)
-		total, page, err := store.Search(r.Context(), q)
+		total, page, err := store.Search(r.Context(), newSearchCriteria(q, self))
 		for i := 0; err == nil && q.Elements != nil && i < len(page); i++ {
 			page[i].Body, err = subsetElements(page[i].Body, q.Elements)
 		}
@@ -617,7 +627,7 @@ func pathID(w http.ResponseWriter, r *http.Request) (string, bool) {
 // Prefer: return=minimal|representation|OperationOutcome (default representation).
 func writeVersion(w http.ResponseWriter, r *http.Request, status int, v patientVersion) {
 	h := w.Header()
-	h.Set("ETag", fmt.Sprintf(`W/"%d"`, v.Version))
+	setETag(w, v)
 	h.Set("Last-Modified", v.LastUpdated.UTC().Format(http.TimeFormat))
 	if status != http.StatusOK || r.Method != http.MethodGet {
 		switch preferReturn(r.Header.Values("Prefer")) {
@@ -626,7 +636,7 @@ func writeVersion(w http.ResponseWriter, r *http.Request, status int, v patientV
 			return
 		case "OperationOutcome":
 			writeOutcome(w, status, fhirIssue{Severity: "information", Code: "informational",
-				Diagnostics: fmt.Sprintf("Patient/%s version %d stored.", v.ID, v.Version)})
+				Diagnostics: fmt.Sprintf("Patient/%s version %s stored.", v.ID, v.VersionID)})
 			return
 		}
 	}
@@ -708,7 +718,12 @@ func handleMetadata(capability []byte) http.Handler {
 }
 
 // capabilityStatement declares exactly the interactions this server supports (R4 capabilitystatement.html).
-func capabilityStatement() []byte {
+// With an upstream FHIR server as the store, string matching is the upstream's, and says so.
+func capabilityStatement(upstream bool) []byte {
+	description := "Clinical API: FHIR R4 Patient server (JSON only)"
+	if upstream {
+		description = "Clinical API: FHIR R4 Patient server (JSON only), in front of an upstream FHIR server"
+	}
 	b, err := json.Marshal(map[string]any{
 		"resourceType": "CapabilityStatement",
 		"status":       "active",
@@ -717,7 +732,7 @@ func capabilityStatement() []byte {
 		"kind":         "instance",
 		"software":     map[string]any{"name": "clinicalapi", "version": "0.1.0"},
 		"implementation": map[string]any{
-			"description": "Clinical API: FHIR R4 Patient server (JSON only)",
+			"description": description,
 		},
 		"fhirVersion": "4.0.1",
 		"format":      []string{"application/fhir+json", "json"},
@@ -734,7 +749,7 @@ func capabilityStatement() []byte {
 				},
 				"operation": []any{map[string]any{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
 					"documentation": "POST /Patient/$validate: a Patient, or a Parameters with resource, mode (create or update) and profile (base Patient only)"}},
-				"searchParam":       capabilitySearchParams(),
+				"searchParam":       capabilitySearchParams(upstream),
 				"versioning":        "versioned",
 				"readHistory":       true,
 				"updateCreate":      true,
@@ -752,12 +767,17 @@ func capabilityStatement() []byte {
 
 // capabilitySearchParams declares every search parameter with its R4 type and definition, and what
 // this server supports of it.
-func capabilitySearchParams() []any {
+func capabilitySearchParams(upstream bool) []any {
 	var out []any
 	for _, p := range patientSearchParams {
-		if p.typ != "" { // the result parameters are not SearchParameters
-			out = append(out, map[string]any{"name": p.name, "type": p.typ, "definition": p.definition, "documentation": p.doc})
+		if p.typ == "" { // the result parameters are not SearchParameters
+			continue
 		}
+		doc := p.doc
+		if upstream { // validated here, matched there
+			doc = "Matched by the upstream FHIR server, as it matches (with the embedded store: " + doc + ")"
+		}
+		out = append(out, map[string]any{"name": p.name, "type": p.typ, "definition": p.definition, "documentation": doc})
 	}
 	return out
 }

@@ -41,7 +41,7 @@ func routes(log *slog.Logger, cfg config, ready func() bool, spec []byte, docs f
 	return []route{
 		{"POST", "/egfr", calculator(handleEGFR(log, store, v, now))},
 		{"POST", "/crcl", calculator(handleCrCl(log, store, v, now))},
-		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement()))},
+		{"GET", "/metadata", withFHIRFormat(handleMetadata(capabilityStatement(cfg.upstream.base != "")))},
 		{"GET", "/Patient", read(handlePatientSearch(log, store, cfg.baseURL))},
 		{"POST", "/Patient", write(handlePatientCreate(log, store))},
 		{"PUT", "/Patient", write(handlePatientConditionalUpdate(log, store))},
@@ -219,6 +219,12 @@ func observationSubject(w http.ResponseWriter, r *http.Request, log *slog.Logger
 	case errors.Is(err, errNotFound) || err == nil && p.Deleted:
 		writeFieldProblems(w, r, []fieldError{*badValue(loc("patient_id"), "not_found",
 			"There is no Patient with this id on this server (or it was deleted); omit patient_id, or send the id of a stored Patient.")})
+		return "", false
+	case errors.As(err, new(*upstreamError)): // a calculator answers problem details, not FHIR errors
+		log.Error("upstream FHIR server", "route", r.Pattern, "err", err, "request_id", requestIDFrom(r.Context()), "trace_id", traceIDFrom(r.Context()))
+		w.Header().Set("Retry-After", "5")
+		writeError(w, r, http.StatusServiceUnavailable, "The Patient store cannot be reached to check patient_id; retry shortly, or omit patient_id.",
+			"body", "patient_id")
 		return "", false
 	case err != nil:
 		writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})

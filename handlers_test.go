@@ -14,6 +14,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,9 +34,10 @@ func newTestServer(t testing.TB) http.Handler {
 	return newServer(slog.New(slog.DiscardHandler), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), testStore(t), testVerifier(t), time.Now)
 }
 
-// testConfig is the configuration the handler tests run with: auth on, against the test issuer.
+// testConfig is the configuration the handler tests run with: auth on, against the test issuer (and
+// the upstream's base, for what the handlers say about it, when the tests run against one).
 func testConfig(t testing.TB) config {
-	return config{auth: localTestIssuer(t).config()}
+	return config{auth: localTestIssuer(t).config(), upstream: upstreamConfig{base: os.Getenv(testUpstreamEnv)}}
 }
 
 // testIssuerAudience is the audience of the test tokens.
@@ -111,8 +113,36 @@ func testVerifier(t testing.TB) *verifier {
 // allScopes may read and write Patients.
 const allScopes = "user/Patient.read user/Patient.write"
 
-// testStore is an empty journal store in a temporary directory, closed when the test ends.
+// testUpstreamEnv runs the tests against an upstream FHIR server instead of the journal when set: the
+// base URL of .ci/medplum-upstream.mjs, under which each store gets an empty tenant of its own
+// (BASE/t/NAME/). .ci/run sets it for its second run of the tests.
+const testUpstreamEnv = "CLINICALAPI_TEST_UPSTREAM"
+
+// testingUpstream reports whether the tests run against an upstream FHIR server.
+func testingUpstream() bool { return os.Getenv(testUpstreamEnv) != "" }
+
+// journalOnly skips a test that holds only with the embedded journal, saying why, when the tests run
+// against an upstream FHIR server.
+func journalOnly(t testing.TB, why string) {
+	t.Helper()
+	if testingUpstream() {
+		t.Skip("journal only: " + why)
+	}
+}
+
+// testStore is an empty store closed when the test ends: a journal in a temporary directory, or
+// (with CLINICALAPI_TEST_UPSTREAM) a new tenant of the upstream.
 func testStore(t testing.TB) patientStore {
+	t.Helper()
+	if testingUpstream() {
+		return testUpstreamStore(t, os.Getenv(testUpstreamEnv))
+	}
+	return testJournalStore(t)
+}
+
+// testJournalStore is an empty journal store in a temporary directory, in either mode: for the tests
+// of what only the journal has (its metrics, its fail-stop).
+func testJournalStore(t testing.TB) *journalStore {
 	t.Helper()
 	s, err := openJournalStore(t.TempDir(), slog.New(slog.DiscardHandler), time.Now, false)
 	if err != nil {
@@ -120,6 +150,30 @@ func testStore(t testing.TB) patientStore {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// testUpstreamStore is an upstream store on a new, empty tenant of the Medplum adapter at base.
+func testUpstreamStore(t testing.TB, base string) *upstreamStore {
+	t.Helper()
+	cfg := upstreamConfig{base: upstreamTenant(t, base), timeout: 10 * time.Second}
+	s, err := openUpstreamStore(cfg, slog.New(slog.DiscardHandler), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// upstreamTenant is the FHIR base of a new, empty tenant of the Medplum adapter at base, named for
+// the test.
+func upstreamTenant(t testing.TB, base string) string {
+	tenant := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, t.Name())
+	return strings.TrimRight(base, "/") + "/t/" + tenant[:min(len(tenant), 27)] + "-" + newUUID() + "/"
 }
 
 func testDocs(t testing.TB) fs.FS {
@@ -149,7 +203,8 @@ func doRaw(t testing.TB, h http.Handler, req *http.Request) *http.Response {
 	h.ServeHTTP(rec, req)
 	res := rec.Result()
 	body := readAll(t, res.Body)
-	checkContract(t, req, res, body)
+	_, upstream := h.(upstreamHandler)
+	checkContract(t, req, res, body, upstream || testingUpstream())
 	res.Body = io.NopCloser(bytes.NewReader(body))
 	return res
 }

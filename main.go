@@ -54,6 +54,7 @@ type config struct {
 	dataDir     string // where the Patient journal lives
 	baseURL     string // absolute FHIR base for fullUrl and links; "" means from each request
 	auth        authConfig
+	upstream    upstreamConfig // an upstream FHIR server as the Patient store; base "" for the journal
 }
 
 // inFlightPerCPU times GOMAXPROCS is MAX_IN_FLIGHT's default. CPU-bound requests beyond GOMAXPROCS
@@ -89,8 +90,16 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		cfg.maxInFlight = n
 	}
+	upstream, err := parseUpstreamConfig(getenv)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	cfg.upstream = upstream
 	cfg.dataDir = getenv("DATA_DIR")
-	if cfg.dataDir == "" {
+	switch {
+	case cfg.dataDir != "" && upstream.base != "":
+		return cfg, errors.New("config: DATA_DIR is for the embedded journal; with FHIR_UPSTREAM_URL the Patients are the upstream's: set one")
+	case cfg.dataDir == "":
 		cfg.dataDir = "data"
 	}
 	if b := getenv("BASE_URL"); b != "" {
@@ -111,7 +120,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 // servedSpec is the embedded openapi.json with the deployment's OpenID Connect discovery URL filled
 // in (or that scheme removed when auth is not configured), and the calculators' security made mandatory
 // under EGFR_AUTH=required, so Swagger UI's Authorize matches what the server enforces.
-func servedSpec(spec []byte, auth authConfig) ([]byte, error) {
+func servedSpec(spec []byte, auth authConfig, upstream bool) ([]byte, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(spec, &doc); err != nil {
 		return nil, err
@@ -139,12 +148,44 @@ func servedSpec(spec []byte, auth authConfig) ([]byte, error) {
 		}
 		op["security"] = []any{map[string]any{"bearerAuth": []any{}}}
 	}
+	if upstream && upstreamVersionPatterns(doc) == 0 {
+		return nil, errors.New("no version id patterns")
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false) // keep ">90" readable
 	enc.SetIndent("", "  ")
 	err := enc.Encode(doc)
 	return b.Bytes(), err
+}
+
+// journalVersionPattern is the spec's regular expression of a journal version id; upstreamVersionPattern
+// the FHIR id, whatever an upstream server makes.
+const (
+	journalVersionPattern  = "[1-9][0-9]*"
+	upstreamVersionPattern = "[A-Za-z0-9.-]{1,64}"
+)
+
+// upstreamVersionPatterns makes the version ids in every pattern of the spec (vid, If-Match, ETag,
+// Location) FHIR ids, as they are with FHIR_UPSTREAM_URL, and returns how many it changed.
+func upstreamVersionPatterns(v any) int {
+	n := 0
+	switch v := v.(type) {
+	case map[string]any:
+		for k, item := range v {
+			if p, ok := item.(string); ok && k == "pattern" && strings.Contains(p, journalVersionPattern) {
+				v[k] = strings.ReplaceAll(p, journalVersionPattern, upstreamVersionPattern)
+				n++
+			} else {
+				n += upstreamVersionPatterns(item)
+			}
+		}
+	case []any:
+		for _, item := range v {
+			n += upstreamVersionPatterns(item)
+		}
+	}
+	return n
 }
 
 // shutdownDrain is how long /readyz answers 503 before the server stops accepting connections, so a
@@ -196,14 +237,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	served := make(chan error, 1)
 	go func() { served <- serve(serveCtx, log, ln, &h, &up, shutdownDrain) }()
 
-	store, err := openJournalStore(cfg.dataDir, log, time.Now, false)
+	store, err := openStore(cfg, log)
 	if err != nil {
 		stopServing()
 		<-served
-		return fmt.Errorf("open patient store in DATA_DIR %s: %w", cfg.dataDir, err)
+		return err
 	}
 	defer store.Close()
-	spec, err := servedSpec(openapiJSON, cfg.auth)
+	spec, err := servedSpec(openapiJSON, cfg.auth, cfg.upstream.base != "")
 	if err != nil {
 		stopServing()
 		<-served
@@ -215,6 +256,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	h.set(newServer(log, cfg, m, ready, spec, docs, store, v, time.Now))
 	up.Store(true)
 	return <-served
+}
+
+// openStore opens the Patient store: the journal in DATA_DIR, or the upstream FHIR server.
+func openStore(cfg config, log *slog.Logger) (patientStore, error) {
+	if cfg.upstream.base == "" {
+		s, err := openJournalStore(cfg.dataDir, log, time.Now, false)
+		if err != nil {
+			return nil, fmt.Errorf("open patient store in DATA_DIR %s: %w", cfg.dataDir, err)
+		}
+		return s, nil
+	}
+	s, err := openUpstreamStore(cfg.upstream, log, nil, 0)
+	if err != nil {
+		return nil, fmt.Errorf("FHIR_UPSTREAM_URL: %w", err)
+	}
+	log.Info("patient store: upstream FHIR server", "base", s.base.Redacted(), "timeout", cfg.upstream.timeout.String(),
+		"credentials", cfg.upstream.credentialsKind())
+	return s, nil
 }
 
 // startVerifier starts fetching the issuer's keys in the background and returns the verifier, or nil

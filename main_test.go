@@ -414,7 +414,7 @@ func TestRunRefusesCorruptJournal(t *testing.T) {
 	}
 	for i := range 3 {
 		id := fmt.Sprintf("p%d", i)
-		if _, err := s.Create(t.Context(), id, func(v int, tm time.Time) ([]byte, error) {
+		if _, err := s.Create(t.Context(), id, func(_, _ string, _ time.Time) ([]byte, error) {
 			return []byte(`{"resourceType":"Patient","id":"` + id + `"}`), nil
 		}); err != nil {
 			t.Fatal(err)
@@ -444,14 +444,14 @@ func TestServedSpec(t *testing.T) {
 		}
 		return doc["components"].(map[string]any)["securitySchemes"].(map[string]any)
 	}
-	on, err := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://auth.login.nhs.uk", Audience: "a"})
+	on, err := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://auth.login.nhs.uk", Audience: "a"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := schemes(on)["openIdConnect"].(map[string]any)["openIdConnectUrl"]; got != "https://auth.login.nhs.uk/.well-known/openid-configuration" {
 		t.Errorf("openIdConnectUrl %v", got)
 	}
-	off, err := servedSpec(openapiJSON, authConfig{})
+	off, err := servedSpec(openapiJSON, authConfig{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +461,7 @@ func TestServedSpec(t *testing.T) {
 	if bytes.Contains(off, []byte(`\u003e`)) {
 		t.Errorf("served spec escapes HTML characters")
 	}
-	req, _ := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://x", EGFRRequired: true})
+	req, _ := servedSpec(openapiJSON, authConfig{Enabled: true, Issuer: "https://x", EGFRRequired: true}, false)
 	var doc struct {
 		Paths map[string]map[string]struct{ Security []map[string][]string }
 	}
@@ -470,6 +470,19 @@ func TestServedSpec(t *testing.T) {
 		if diff := cmp.Diff([]map[string][]string{{"bearerAuth": {}}}, doc.Paths[p]["post"].Security); diff != "" {
 			t.Errorf("EGFR_AUTH=required: %s security (-want +got):\n%s", p, diff)
 		}
+	}
+
+	// With an upstream, version ids are FHIR ids wherever the spec has one: the vid path parameter,
+	// both If-Match headers, the ETag header (twice more inline) and Location.
+	up, err := servedSpec(openapiJSON, authConfig{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec any
+	json.Unmarshal(up, &spec)
+	added := bytes.Count(up, []byte(upstreamVersionPattern)) - bytes.Count(openapiJSON, []byte(upstreamVersionPattern))
+	if n := upstreamVersionPatterns(spec); n != 0 || added != 7 {
+		t.Errorf("upstream spec: %d journal version patterns left, %d made FHIR ids; want 0 and 7", n, added)
 	}
 }
 

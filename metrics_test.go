@@ -55,7 +55,7 @@ func TestRebucket(t *testing.T) {
 func scrapeAfterTraffic(t *testing.T) string {
 	t.Helper()
 	m := testMetrics()
-	store, v := testStore(t), testVerifier(t)
+	store, v := testJournalStore(t), testVerifier(t) // the journal: its figures are part of the exposition
 	m.attach(store, v)
 	h := newServer(slog.New(slog.DiscardHandler), testConfig(t), m, func() bool { return true }, openapiJSON, testDocs(t), store, v, time.Now)
 	do(t, h, postEGFR(`{"sex":"male","serum_creatinine_umol_l":88,"age":50}`))
@@ -138,7 +138,7 @@ func TestStoreStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	build := func(int, time.Time) ([]byte, error) { return []byte(`{"resourceType":"Patient"}`), nil }
+	build := func(string, string, time.Time) ([]byte, error) { return []byte(`{"resourceType":"Patient"}`), nil }
 	for _, id := range []string{"a", "b"} {
 		if _, err := s.Create(t.Context(), id, build); err != nil {
 			t.Fatal(err)

@@ -248,7 +248,7 @@ func TestTraceContext(t *testing.T) {
 // logged by writeStoreError) carry the request's trace ID.
 func TestTraceIDInEveryLogLine(t *testing.T) {
 	var logs bytes.Buffer
-	store := testStore(t)
+	store := testJournalStore(t)
 	store.Close() // every write now fails: a 503, logged
 	h := newServer(slog.New(slog.NewJSONHandler(&logs, nil)), testConfig(t), testMetrics(), func() bool { return true }, openapiJSON, testDocs(t), store, testVerifier(t), time.Now)
 	req := postPatient(`{"resourceType":"Patient","gender":"female"}`)

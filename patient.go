@@ -924,21 +924,24 @@ func fhirCheckXHTML(s string) (code, msg string) {
 	return "", ""
 }
 
-// build is the store's buildFunc for a version of this resource under id.
-func (p *patientResource) build(id string) buildFunc {
-	return func(version int, lastUpdated time.Time) ([]byte, error) {
-		return p.withMeta(id, strconv.Itoa(version), lastUpdated), nil
-	}
+// build is the store's buildFunc for a version of this resource (see buildFunc).
+func (p *patientResource) build(id, versionID string, lastUpdated time.Time) ([]byte, error) {
+	return p.withMeta(id, versionID, lastUpdated), nil
 }
 
 // withMeta returns the JSON to store and serve: the resource as sent, with "id" set to id and
 // meta.versionId/meta.lastUpdated set (lastUpdated as a FHIR instant in UTC with milliseconds); the rest of
-// meta is kept as the client sent it.
+// meta is kept as the client sent it. An empty id leaves the id out, and an empty versionID both meta
+// elements (and meta itself if nothing else is in it): what an upstream server is sent, to assign them.
 func (p *patientResource) withMeta(id string, versionID string, lastUpdated time.Time) []byte {
 	// The output is about the size of the body: a compact body plus our id and meta fits the first guess.
 	b := make([]byte, 0, p.size+len(id)+len(versionID)+128)
-	b = append(b, `{"resourceType":"Patient","id":`...)
-	b = appendJSONString(b, id)
+	b = append(b, `{"resourceType":"Patient"`...)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, id)
+	}
+	mark := len(b)
 	b = append(b, `,"meta":{`...)
 	meta := p.root.member("meta")
 	if meta != nil {
@@ -951,13 +954,19 @@ func (p *patientResource) withMeta(id string, versionID string, lastUpdated time
 			}
 		}
 	}
-	b = append(b, `"versionId":`...)
-	b = appendJSONString(b, versionID)
-	b = append(b, `,"lastUpdated":`...)
-	b = append(b, '"')
-	b = lastUpdated.UTC().AppendFormat(b, fhirInstant) // digits and punctuation only
-	b = append(b, '"')
-	b = append(b, '}')
+	switch {
+	case versionID != "":
+		b = append(b, `"versionId":`...)
+		b = appendJSONString(b, versionID)
+		b = append(b, `,"lastUpdated":`...)
+		b = append(b, '"')
+		b = lastUpdated.UTC().AppendFormat(b, fhirInstant) // digits and punctuation only
+		b = append(b, '"', '}')
+	case b[len(b)-1] == ',':
+		b[len(b)-1] = '}'
+	default:
+		b = b[:mark] // an empty meta is not valid FHIR
+	}
 	for i, k := range p.root.keys {
 		if k != "resourceType" && k != "id" && k != "meta" {
 			b = append(b, ',')
@@ -969,8 +978,19 @@ func (p *patientResource) withMeta(id string, versionID string, lastUpdated time
 	return append(b, '}')
 }
 
-// searchFields returns what search needs, as written. The strings are copies, so the index that keeps
-// them does not keep the body alive.
+// nhsNumberOf is the value of a Patient's NHS number identifier (a validated Patient has at most one),
+// or "".
+func nhsNumberOf(patient *jsonNode) string {
+	for _, id := range patient.member("identifier").elems() {
+		if id.member("system").str() == fhirNHSNumberSystem {
+			return id.member("value").str()
+		}
+	}
+	return ""
+}
+
+// searchFields returns what search needs: identifiers, names, gender and birthDate as written. The
+// strings are copies, so the index that keeps them does not keep the body alive.
 func (p *patientResource) searchFields() patientSearchFields {
 	str := func(n *jsonNode) string { return strings.Clone(n.str()) }
 	strs := func(n *jsonNode) []string { // a primitive array's strings, without null placeholders

@@ -528,6 +528,21 @@ func TestPatientWithMeta(t *testing.T) {
 		},
 	}
 	lastUpdated := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.UTC)
+	// For an upstream server, which assigns them: no id on create, never a versionId or lastUpdated, and no
+	// meta at all when nothing else is in it (an empty object is not valid FHIR).
+	for _, tt := range []struct{ give, id, want string }{
+		{`{"meta":{"versionId":"9","lastUpdated":"2001-01-01T00:00:00Z"},"id":"old","resourceType":"Patient","active":true}`, "", `{"resourceType":"Patient","active":true}`},
+		{`{"resourceType":"Patient","meta":{"versionId":"9","tag":[{"code":"t"}]},"active":true}`, "", `{"resourceType":"Patient","meta":{"tag":[{"code":"t"}]},"active":true}`},
+		{`{"resourceType":"Patient","id":"abc","meta":{"lastUpdated":"2001-01-01T00:00:00Z"}}`, "abc", `{"resourceType":"Patient","id":"abc"}`},
+	} {
+		p, issues, status := parsePatient([]byte(tt.give), true)
+		if status != 0 {
+			t.Fatalf("parsePatient(%s) status = %d, issues %+v; want 0", tt.give, status, issues)
+		}
+		if got := string(p.withMeta(tt.id, "", time.Time{})); got != tt.want {
+			t.Errorf("withMeta(%q, \"\") of %s =\n%s\nwant\n%s", tt.id, tt.give, got, tt.want)
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, issues, status := parsePatient([]byte(tt.give), tt.forCreate)

@@ -9,8 +9,10 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -94,7 +96,8 @@ var _ patientStore = (*journalStore)(nil)
 // patientVersion is one stored version of a Patient resource.
 type patientVersion struct {
 	ID          string
-	Version     int
+	VersionID   string    // meta.versionId: the journal's Version in decimal, or an upstream server's own id
+	Version     int       // the journal's version number, 1, 2, ... per id (0 from an upstream, whose ids are opaque)
 	LastUpdated time.Time // UTC, truncated to milliseconds (FHIR instant)
 	Deleted     bool
 	Body        []byte // resource JSON as served; nil for a deleted version
@@ -103,30 +106,44 @@ type patientVersion struct {
 	loc         recordLoc
 }
 
-// buildFunc makes the resource JSON for a new version; the store calls it with the version number
-// and time it assigns, while holding that id's write slot, so the body's meta matches the record.
+// buildFunc makes the resource JSON for a new version of Patient id; the journal calls it with the
+// version id and time it assigns, while holding that id's write slot, so the body's meta matches the
+// record. A store whose server assigns them (upstream.go) passes "" for what it leaves to the server (the
+// id of a create; always the version id, with a zero time), and the body then has no such element.
 // An error aborts the write (nothing is written) and is returned unchanged.
-type buildFunc func(version int, lastUpdated time.Time) ([]byte, error)
+type buildFunc func(id, versionID string, lastUpdated time.Time) ([]byte, error)
 
-// patientStore is what the handlers need; a fork can back it with PostgreSQL or an upstream FHIR
-// server. Every successful write is durable before it returns, and visible to reads only then.
+// versionIDRule is what a store's version ids look like: the handlers answer 400, naming the rule, to
+// a version in a URL or an If-Match that could not be one (versions are opaque FHIR ids; the journal's
+// are decimal numbers, an upstream's whatever it makes).
+type versionIDRule struct {
+	valid   func(string) bool
+	text    string // completes "must be ": "a positive whole number such as 1"
+	example string // one, for If-Match: W/"<example>"
+}
+
+// patientStore is what the handlers need: the journal (this file) or an upstream FHIR server
+// (upstream.go); a fork can back it with PostgreSQL. Every successful write is durable before it
+// returns, and visible to reads only then. Version ids are opaque strings.
 type patientStore interface {
-	// Create records version 1 of a new id; errExists if the id has any history (even deleted).
+	// Create records the first version of a new Patient, under id where the store assigns ids (an
+	// upstream server assigns its own: the returned version has the id); errExists if the id has any
+	// history (even deleted).
 	Create(ctx context.Context, id string, build buildFunc) (patientVersion, error)
-	// Update records the next version, made by method (PUT or PATCH). ifMatch 0 is unconditional;
-	// otherwise it must equal the current version (a deleted one included) or the result is
-	// errVersionConflict, as it is for an unknown id. An unknown id gets version 1. created reports
-	// that the id had no current representation (unknown or deleted), which is when HTTP PUT
+	// Update records the next version, made by method (PUT or PATCH). ifMatch "" is unconditional;
+	// otherwise it must equal the current version id (a deleted one included) or the result is
+	// errVersionConflict, as it is for an unknown id. An unknown id gets its first version. created
+	// reports that the id had no current representation (unknown or deleted), which is when HTTP PUT
 	// answers 201 (RFC 9110 9.3.4).
-	Update(ctx context.Context, id string, ifMatch int, method string, build buildFunc) (v patientVersion, created bool, err error)
+	Update(ctx context.Context, id, ifMatch, method string, build buildFunc) (v patientVersion, created bool, err error)
 	// Delete records a deleted version. For an unknown id it records nothing and returns the
 	// zero value; for a deleted one it records nothing and returns the current version; existed
-	// is false in both cases.
+	// is false in both cases. The version id of the deletion may be "" where the store is not told it.
 	Delete(ctx context.Context, id string) (v patientVersion, existed bool, err error)
 	// Read returns the current version, which may be Deleted; errNotFound if the id never existed.
 	Read(ctx context.Context, id string) (patientVersion, error)
 	// VRead returns one version; errNotFound if the id or version does not exist.
-	VRead(ctx context.Context, id string, version int) (patientVersion, error)
+	VRead(ctx context.Context, id, versionID string) (patientVersion, error)
 	// History returns every version, newest first; errNotFound if the id never existed.
 	History(ctx context.Context, id string) ([]patientVersion, error)
 	// CreateIfNone is a conditional create (If-None-Exist): it records version 1 of id, as Create
@@ -137,7 +154,7 @@ type patientStore interface {
 	// body has one, else newID); with one it updates that one (an *idMismatchError if bodyID names
 	// another); with several it records nothing and returns their number. An existing Patient named by
 	// bodyID that does not match is errExists. build makes the body for the id it is given.
-	UpdateWhere(ctx context.Context, c searchCriteria, bodyID, newID, method string, build func(id string) buildFunc) (v patientVersion, created bool, matches int, err error)
+	UpdateWhere(ctx context.Context, c searchCriteria, bodyID, newID, method string, build buildFunc) (v patientVersion, created bool, matches int, err error)
 	// DeleteWhere is a conditional delete of a single match: none records nothing, one is deleted as
 	// Delete does, several are left alone and only their number returned.
 	DeleteWhere(ctx context.Context, c searchCriteria) (v patientVersion, matches int, err error)
@@ -145,10 +162,13 @@ type patientStore interface {
 	// (zero for all), starting after the page cursor names ("" for the newest); next is the cursor of
 	// the following page, "" when there is none.
 	TypeHistory(ctx context.Context, since time.Time, cursor string, count int) (versions []patientVersion, next string, err error)
-	// Search returns how many current Patients match q and the page [q.Offset, q.Offset+q.Count) of
-	// them, in a stable order (search.go defines the query and its semantics).
-	Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error)
-	// Ready reports whether writes can succeed (the store is open and has not failed).
+	// Search returns how many current Patients match c and the page [c.q.Offset, c.q.Offset+c.q.Count)
+	// of them, in a stable order (search.go defines the query and its semantics).
+	Search(ctx context.Context, c searchCriteria) (total int, page []patientVersion, err error)
+	// VersionIDs says what this store's version ids look like.
+	VersionIDs() versionIDRule
+	// Ready reports whether writes can succeed (the store is open and has not failed, or the upstream
+	// answers).
 	Ready() bool
 	Close() error
 }
@@ -774,7 +794,7 @@ func decodePayload(p []byte) (r journalRecord, err error) {
 
 // patientVersion turns a decoded record into the form the handlers use.
 func (r journalRecord) patientVersion() patientVersion {
-	return patientVersion{ID: r.id, Version: r.version, LastUpdated: time.UnixMilli(r.lastUpdated).UTC(),
+	return patientVersion{ID: r.id, VersionID: strconv.Itoa(r.version), Version: r.version, LastUpdated: time.UnixMilli(r.lastUpdated).UTC(),
 		Deleted: r.deleted, Body: r.body, Method: recordMethods[r.method], Created: r.created}
 }
 
@@ -825,9 +845,13 @@ func (s *journalStore) Read(_ context.Context, id string) (patientVersion, error
 }
 
 // VRead implements patientStore: it follows the chain of previous versions back to the one asked for.
-func (s *journalStore) VRead(ctx context.Context, id string, version int) (patientVersion, error) {
+func (s *journalStore) VRead(ctx context.Context, id, versionID string) (patientVersion, error) {
+	version, err := strconv.Atoi(versionID)
+	if err != nil || version < 1 {
+		return patientVersion{}, errNotFound
+	}
 	var found patientVersion
-	err := s.walk(ctx, id, func(v patientVersion) bool {
+	err = s.walk(ctx, id, func(v patientVersion) bool {
 		if v.Version == version {
 			found = v
 		}
@@ -868,10 +892,10 @@ func (s *journalStore) walk(ctx context.Context, id string, fn func(patientVersi
 	}
 }
 
-// Search runs q against the index and reads the page's current versions; a Patient changed between
-// the two is read as it is now (and left out if it was deleted).
-func (s *journalStore) Search(ctx context.Context, q patientQuery) (total int, page []patientVersion, err error) {
-	total, hits := s.ix.search(q)
+// Search runs c's query against the index and reads the page's current versions; a Patient changed
+// between the two is read as it is now (and left out if it was deleted).
+func (s *journalStore) Search(ctx context.Context, c searchCriteria) (total int, page []patientVersion, err error) {
+	total, hits := s.ix.search(c.q)
 	page = make([]patientVersion, 0, len(hits))
 	for _, h := range hits {
 		v, err := s.version(h.loc)
@@ -899,13 +923,13 @@ func (s *journalStore) Create(ctx context.Context, id string, build buildFunc) (
 }
 
 // Update implements patientStore.
-func (s *journalStore) Update(ctx context.Context, id string, ifMatch int, method string, build buildFunc) (patientVersion, bool, error) {
+func (s *journalStore) Update(ctx context.Context, id, ifMatch, method string, build buildFunc) (patientVersion, bool, error) {
 	cur, release, err := s.begin(ctx, id)
 	if err != nil {
 		return patientVersion{}, false, err
 	}
 	defer release()
-	if ifMatch != 0 && ifMatch != int(cur.version) {
+	if ifMatch != "" && ifMatch != strconv.Itoa(int(cur.version)) {
 		return patientVersion{}, false, errVersionConflict
 	}
 	v, err := s.write(ctx, id, cur, method, build, nil, nil)
@@ -936,11 +960,26 @@ func (s *journalStore) Delete(ctx context.Context, id string) (patientVersion, b
 	return v, true, nil
 }
 
-// searchCriteria is a conditional interaction's search (R4 http.html): the parsed query, and its
-// canonical text (the parameters, sorted, as url.Values.Encode writes them).
+// searchCriteria is a search, or a conditional interaction's criteria (R4 http.html): the parsed query,
+// and its canonical text (the parameters as parsePatientSearch keeps them, without _count and _offset,
+// sorted, as url.Values.Encode writes them), which an upstream server is sent.
 type searchCriteria struct {
 	q    patientQuery
 	text string
+}
+
+// newSearchCriteria is the criteria of a search parsePatientSearch read: q, and self without paging.
+func newSearchCriteria(q patientQuery, self url.Values) searchCriteria {
+	self = maps.Clone(self)
+	self.Del("_count")
+	self.Del("_offset")
+	return searchCriteria{q: q, text: self.Encode()}
+}
+
+// nhsNumberCriteria selects the live Patients holding an NHS number.
+func nhsNumberCriteria(value string) searchCriteria {
+	q, self, _ := parsePatientSearch(url.Values{"identifier": {fhirNHSNumberSystem + "|" + value}}, true)
+	return newSearchCriteria(q, self)
 }
 
 // criteriaKeys are the write slots a conditional interaction holds from its search until its own write
@@ -983,9 +1022,8 @@ func (e *idMismatchError) Error() string {
 
 // matching runs c's search for up to two matches.
 func (s *journalStore) matching(ctx context.Context, c searchCriteria) (int, []patientVersion, error) {
-	q := c.q
-	q.Offset, q.Count = 0, 2
-	return s.Search(ctx, q)
+	c.q.Offset, c.q.Count = 0, 2
+	return s.Search(ctx, c)
 }
 
 // CreateIfNone implements patientStore.
@@ -1021,7 +1059,7 @@ const conditionalAttempts = 5
 
 // UpdateWhere implements patientStore. It searches, takes the target's write slot, then writes only if
 // the search, again under the slots, has the same answer.
-func (s *journalStore) UpdateWhere(ctx context.Context, c searchCriteria, bodyID, newID, method string, build func(id string) buildFunc) (patientVersion, bool, int, error) {
+func (s *journalStore) UpdateWhere(ctx context.Context, c searchCriteria, bodyID, newID, method string, build buildFunc) (patientVersion, bool, int, error) {
 	for attempt := 1; ; attempt++ {
 		matches, found, err := s.matching(ctx, c)
 		if err != nil || matches > 1 {
@@ -1033,7 +1071,7 @@ func (s *journalStore) UpdateWhere(ctx context.Context, c searchCriteria, bodyID
 				return patientVersion{}, false, 1, &idMismatchError{matched: target}
 			}
 		}
-		v, err := s.writeIfSame(ctx, target, c, matches, method, build(target))
+		v, err := s.writeIfSame(ctx, target, c, matches, method, build)
 		switch {
 		case errors.Is(err, errRaced) && attempt < conditionalAttempts:
 			continue
@@ -1189,6 +1227,18 @@ func (s *journalStore) versionsBetween(from, to int64) ([]patientVersion, error)
 	return out, nil
 }
 
+// VersionIDs implements patientStore: the journal's version ids are 1, 2, ... in decimal, without
+// leading zeros.
+func (s *journalStore) VersionIDs() versionIDRule {
+	return versionIDRule{valid: isJournalVersionID, text: "a positive whole number such as 1", example: "3"}
+}
+
+// isJournalVersionID reports whether s is a version id the journal makes.
+func isJournalVersionID(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && strconv.Itoa(n) == s
+}
+
 // Ready implements patientStore: false once closed or after a failed fsync.
 func (s *journalStore) Ready() bool {
 	return s.unavailable() == nil
@@ -1341,8 +1391,9 @@ func (s *journalStore) write(ctx context.Context, id string, cur slot, method st
 func (s *journalStore) prepareWrite(id string, cur slot, method string, build buildFunc) (*commitReq, error) {
 	v := patientVersion{ID: id, Version: int(cur.version) + 1, Deleted: method == http.MethodDelete, Method: method,
 		Created: !cur.live, LastUpdated: time.UnixMilli(max(s.now().UnixMilli(), cur.lastUpdated)).UTC()}
+	v.VersionID = strconv.Itoa(v.Version)
 	if !v.Deleted {
-		body, err := build(v.Version, v.LastUpdated)
+		body, err := build(id, v.VersionID, v.LastUpdated)
 		if err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,23 +27,31 @@ import (
 )
 
 // storeTestBody is what the tests' build functions make: small, with the meta the store assigned.
-func storeTestBody(id string, version int, at time.Time) []byte {
-	return fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"meta":{"versionId":"%d","lastUpdated":%q}}`,
+func storeTestBody(id, version string, at time.Time) []byte {
+	return fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"meta":{"versionId":%q,"lastUpdated":%q}}`,
 		id, version, at.Format("2006-01-02T15:04:05.000Z07:00"))
 }
 
 // storeBuild returns a buildFunc making storeTestBody for id.
 func storeBuild(id string) buildFunc {
-	return func(version int, at time.Time) ([]byte, error) { return storeTestBody(id, version, at), nil }
+	return func(_, version string, at time.Time) ([]byte, error) { return storeTestBody(id, version, at), nil }
+}
+
+// versionIDOf is version n's id, "" for 0 (an unconditional update).
+func versionIDOf(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
 }
 
 // storeWant is the patientVersion a write of id at clock time at by method should produce; created
 // says whether it created the id.
 func storeWant(id string, version int, at time.Time, method string, created bool) patientVersion {
 	at = at.UTC().Truncate(time.Millisecond)
-	v := patientVersion{ID: id, Version: version, LastUpdated: at, Deleted: method == http.MethodDelete, Method: method, Created: created}
+	v := patientVersion{ID: id, VersionID: strconv.Itoa(version), Version: version, LastUpdated: at, Deleted: method == http.MethodDelete, Method: method, Created: created}
 	if !v.Deleted {
-		v.Body = storeTestBody(id, version, at)
+		v.Body = storeTestBody(id, v.VersionID, at)
 	}
 	return v
 }
@@ -148,13 +157,13 @@ func TestStoreSemantics(t *testing.T) {
 			case "create":
 				got.V, got.Err = s.Create(ctx, tt.id, storeBuild(tt.id))
 			case "update":
-				got.V, got.Created, got.Err = s.Update(ctx, tt.id, tt.ifMatch, http.MethodPut, storeBuild(tt.id))
+				got.V, got.Created, got.Err = s.Update(ctx, tt.id, versionIDOf(tt.ifMatch), http.MethodPut, storeBuild(tt.id))
 			case "delete":
 				got.V, got.Existed, got.Err = s.Delete(ctx, tt.id)
 			case "read":
 				got.V, got.Err = s.Read(ctx, tt.id)
 			case "vread":
-				got.V, got.Err = s.VRead(ctx, tt.id, tt.version)
+				got.V, got.Err = s.VRead(ctx, tt.id, strconv.Itoa(tt.version))
 			case "history":
 				got.H, got.Err = s.History(ctx, tt.id)
 			default:
@@ -175,7 +184,7 @@ func TestStoreSemantics(t *testing.T) {
 		t.Errorf("histories after reopen mismatch (-before +after):\n%s", diff)
 	}
 	clock.set(at(7))
-	got, _, err := s.Update(ctx, "a", 5, http.MethodPut, storeBuild("a"))
+	got, _, err := s.Update(ctx, "a", "5", http.MethodPut, storeBuild("a"))
 	if diff := cmp.Diff(storeWant("a", 6, at(7), put, false), got, ignoreLoc); err != nil || diff != "" {
 		t.Errorf("Update(a, 5) after reopen = %v; mismatch (-want +got):\n%s", err, diff)
 	}
@@ -192,9 +201,9 @@ func TestStoreRejectedWritesRecordNothing(t *testing.T) {
 		build buildFunc
 		want  error
 	}{
-		{name: "build_error", ctx: t.Context(), id: "a", build: func(int, time.Time) ([]byte, error) { return nil, errBoom }, want: errBoom},
-		{name: "empty_body", ctx: t.Context(), id: "a", build: func(int, time.Time) ([]byte, error) { return nil, nil }, want: cmpopts.AnyError},
-		{name: "too_large", ctx: t.Context(), id: "a", build: func(int, time.Time) ([]byte, error) { return make([]byte, maxRecordPayload), nil }, want: cmpopts.AnyError},
+		{name: "build_error", ctx: t.Context(), id: "a", build: func(string, string, time.Time) ([]byte, error) { return nil, errBoom }, want: errBoom},
+		{name: "empty_body", ctx: t.Context(), id: "a", build: func(string, string, time.Time) ([]byte, error) { return nil, nil }, want: cmpopts.AnyError},
+		{name: "too_large", ctx: t.Context(), id: "a", build: func(string, string, time.Time) ([]byte, error) { return make([]byte, maxRecordPayload), nil }, want: cmpopts.AnyError},
 		{name: "empty_id", ctx: t.Context(), id: "", build: storeBuild(""), want: cmpopts.AnyError},
 		{name: "long_id", ctx: t.Context(), id: strings.Repeat("x", 65), build: storeBuild("x"), want: cmpopts.AnyError},
 		{name: "canceled", ctx: canceled, id: "a", build: storeBuild("a"), want: context.Canceled},
@@ -235,22 +244,22 @@ func TestStoreSearchFollowsWrites(t *testing.T) {
 	a := must(s.Create(ctx, "a", storeBuild("a")))
 	must(s.Create(ctx, "b", storeBuild("b")))
 	must(s.Create(ctx, "c", storeBuild("c")))
-	v, _, err := s.Update(ctx, "c", 1, http.MethodPut, storeBuild("c"))
+	v, _, err := s.Update(ctx, "c", "1", http.MethodPut, storeBuild("c"))
 	c := must(v, err)
 	v, _, err = s.Delete(ctx, "b")
 	must(v, err)
-	s.Delete(ctx, "b")                                     // no new version
-	s.Update(ctx, "a", 7, http.MethodPut, storeBuild("a")) // stale: refused
-	s.Create(ctx, "d", func(int, time.Time) ([]byte, error) { return nil, errors.New("invalid") })
+	s.Delete(ctx, "b")                                       // no new version
+	s.Update(ctx, "a", "7", http.MethodPut, storeBuild("a")) // stale: refused
+	s.Create(ctx, "d", func(string, string, time.Time) ([]byte, error) { return nil, errors.New("invalid") })
 
-	total, page, err := s.Search(ctx, patientQuery{Count: 10})
+	total, page, err := s.Search(ctx, searchCriteria{q: patientQuery{Count: 10}})
 	if err != nil || total != 2 {
 		t.Fatalf("Search() = %d, %v; want 2 matches", total, err)
 	}
 	if diff := cmp.Diff([]patientVersion{a, c}, page, ignoreLoc); diff != "" {
 		t.Errorf("Search() page mismatch (-want +got):\n%s", diff)
 	}
-	if total, _, err := s.Search(ctx, patientQuery{IDs: [][]string{{"b", "d"}}, Count: 10}); err != nil || total != 0 {
+	if total, _, err := s.Search(ctx, searchCriteria{q: patientQuery{IDs: [][]string{{"b", "d"}}, Count: 10}}); err != nil || total != 0 {
 		t.Errorf("Search(_id=b,d) = %d, %v; want 0", total, err)
 	}
 }
@@ -274,7 +283,7 @@ func writeJournal(t *testing.T, dir string, ids ...string) ([]byte, []int64) {
 			t.Fatal(err)
 		}
 		offs = append(offs, fi.Size())
-		if _, _, err := s.Update(t.Context(), id, 0, http.MethodPut, storeBuild(id)); err != nil {
+		if _, _, err := s.Update(t.Context(), id, "", http.MethodPut, storeBuild(id)); err != nil {
 			t.Fatalf("Update(%q) = %v", id, err)
 		}
 	}
@@ -349,7 +358,7 @@ func TestStoreTornTailIsCutOff(t *testing.T) {
 	})
 	// A last record big enough to span sectors, and copies of the journal with parts of it zeroed.
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	big, err := encodeRecord(patientVersion{ID: "c", Version: 1, LastUpdated: at, Body: benchPatientJSON("c", 1, at), Created: true},
+	big, err := encodeRecord(patientVersion{ID: "c", Version: 1, LastUpdated: at, Body: benchPatientJSON("c", "1", at), Created: true},
 		methodCode(http.MethodPost), recordLoc{off: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -485,12 +494,12 @@ func TestStoreConcurrentWritersAllDurable(t *testing.T) {
 					continue
 				}
 				acked[w] = append(acked[w], v)
-				if v, _, err = s.Update(ctx, id, 1, http.MethodPut, storeBuild(id)); err != nil {
+				if v, _, err = s.Update(ctx, id, "1", http.MethodPut, storeBuild(id)); err != nil {
 					t.Errorf("Update(%q) = %v", id, err)
 				} else {
 					acked[w] = append(acked[w], v)
 				}
-				if v, _, err = s.Update(ctx, "shared", 0, http.MethodPut, storeBuild("shared")); err != nil {
+				if v, _, err = s.Update(ctx, "shared", "", http.MethodPut, storeBuild("shared")); err != nil {
 					t.Errorf("Update(shared) = %v", err)
 				} else {
 					acked[w] = append(acked[w], v)
@@ -517,7 +526,7 @@ func TestStoreConcurrentWritersAllDurable(t *testing.T) {
 				}
 				s.Read(ctx, "shared")
 				s.History(ctx, "shared")
-				s.Search(ctx, patientQuery{Count: 5})
+				s.Search(ctx, searchCriteria{q: patientQuery{Count: 5}})
 				s.Ready()
 			}
 		})
@@ -541,7 +550,7 @@ func TestStoreConcurrentWritersAllDurable(t *testing.T) {
 			if want.ID == "shared" {
 				shared++
 			}
-			got, err := s.VRead(ctx, want.ID, want.Version)
+			got, err := s.VRead(ctx, want.ID, want.VersionID)
 			if diff := cmp.Diff(want, got, ignoreLoc); err != nil || diff != "" {
 				t.Errorf("VRead(%q, %d) after reopen = %v; mismatch (-want +got):\n%s", want.ID, want.Version, err, diff)
 			}
@@ -614,7 +623,7 @@ func TestStoreReadsDoNotWaitForFsync(t *testing.T) {
 		var r reads
 		r.A, _ = s.Read(ctx, "a")
 		_, r.BErr = s.Read(ctx, "b")
-		r.Total, _, _ = s.Search(ctx, patientQuery{Count: 5})
+		r.Total, _, _ = s.Search(ctx, searchCriteria{q: patientQuery{Count: 5}})
 		r.Ready = s.Ready()
 		done <- r
 	}()
@@ -649,7 +658,7 @@ func TestStoreWaitsForBusyIDUntilContextEnds(t *testing.T) {
 	release := make(chan struct{})
 	first := make(chan error, 1)
 	go func() {
-		_, err := s.Create(t.Context(), "a", func(v int, at time.Time) ([]byte, error) {
+		_, err := s.Create(t.Context(), "a", func(_, v string, at time.Time) ([]byte, error) {
 			close(inBuild)
 			<-release
 			return storeTestBody("a", v, at), nil
@@ -659,14 +668,14 @@ func TestStoreWaitsForBusyIDUntilContextEnds(t *testing.T) {
 	<-inBuild
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
-	if _, _, err := s.Update(ctx, "a", 0, http.MethodPut, storeBuild("a")); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := s.Update(ctx, "a", "", http.MethodPut, storeBuild("a")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Update(a) while a is being written = %v, want %v", err, context.DeadlineExceeded)
 	}
 	close(release)
 	if err := <-first; err != nil {
 		t.Fatalf("Create(a) = %v", err)
 	}
-	if v, _, err := s.Update(t.Context(), "a", 1, http.MethodPut, storeBuild("a")); err != nil || v.Version != 2 {
+	if v, _, err := s.Update(t.Context(), "a", "1", http.MethodPut, storeBuild("a")); err != nil || v.Version != 2 {
 		t.Errorf("Update(a, 1) = version %d, %v; want version 2", v.Version, err)
 	}
 }
@@ -699,7 +708,7 @@ func TestStoreFailedFsyncStopsWrites(t *testing.T) {
 	}
 	fail.Store(false)
 	n := syncs.Load()
-	if _, _, err := s.Update(ctx, "a", 0, http.MethodPut, storeBuild("a")); !errors.Is(err, errDisk) {
+	if _, _, err := s.Update(ctx, "a", "", http.MethodPut, storeBuild("a")); !errors.Is(err, errDisk) {
 		t.Errorf("Update(a) after failed fsync = %v, want %v", err, errDisk)
 	}
 	if syncs.Load() != n {
@@ -808,13 +817,13 @@ func TestOpenJournalStoreCreatesDirAndFile(t *testing.T) {
 }
 
 // benchPatientJSON is a ~1.5 KB Patient, the size the measurements assume.
-func benchPatientJSON(id string, version int, at time.Time) []byte {
+func benchPatientJSON(id, version string, at time.Time) []byte {
 	return benchPatientJSONSize(id, version, at, 1500)
 }
 
 // benchPatientJSONSize is benchPatientJSON padded (in its narrative) to size bytes.
-func benchPatientJSONSize(id string, version int, at time.Time, size int) []byte {
-	b := fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"meta":{"versionId":"%d","lastUpdated":%q},`+
+func benchPatientJSONSize(id, version string, at time.Time, size int) []byte {
+	b := fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"meta":{"versionId":%q,"lastUpdated":%q},`+
 		`"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"%s"}],`+
 		`"name":[{"use":"official","family":"Smith","given":["Jane","Anne"],"prefix":["Mrs"]}],`+
 		`"gender":"female","birthDate":"1974-12-25","address":[{"line":["1 Trevelyan Square","Boar Lane"],`+
@@ -842,7 +851,7 @@ func benchmarkStoreCreate(b *testing.B, perWrite bool) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := fmt.Sprintf("p%d", next.Add(1))
-			if _, err := s.Create(context.Background(), id, func(v int, at time.Time) ([]byte, error) {
+			if _, err := s.Create(context.Background(), id, func(_, v string, at time.Time) ([]byte, error) {
 				return benchPatientJSON(id, v, at), nil
 			}); err != nil {
 				b.Error(err)
@@ -871,7 +880,7 @@ func BenchmarkStoreReplay100k(b *testing.B) {
 	var size int64
 	for i := range patients {
 		id := fmt.Sprintf("%08d-0000-4000-8000-000000000000", i)
-		rec, err := encodeRecord(patientVersion{ID: id, Version: 1, LastUpdated: at, Body: benchPatientJSON(id, 1, at), Created: true},
+		rec, err := encodeRecord(patientVersion{ID: id, Version: 1, LastUpdated: at, Body: benchPatientJSON(id, "1", at), Created: true},
 			methodCode(http.MethodPost), recordLoc{off: -1})
 		if err != nil {
 			b.Fatal(err)
@@ -947,7 +956,7 @@ func fillStore(t *testing.T, s *journalStore, prefix string, n int) {
 			t.Fatal(err)
 		}
 		if i%3 == 0 {
-			if _, _, err := s.Update(t.Context(), id, 1, http.MethodPut, storeBuild(id)); err != nil {
+			if _, _, err := s.Update(t.Context(), id, "1", http.MethodPut, storeBuild(id)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -987,10 +996,10 @@ func TestStoreCheckpoint(t *testing.T) {
 			if diff := cmp.Diff(want, allHistories(t, s), ignoreLoc); diff != "" {
 				t.Errorf("histories from the checkpoint mismatch (-want +got):\n%s", diff)
 			}
-			if total, _, err := s.Search(t.Context(), patientQuery{Count: 0}); err != nil || total != 43 {
+			if total, _, err := s.Search(t.Context(), searchCriteria{q: patientQuery{Count: 0}}); err != nil || total != 43 {
 				t.Errorf("Search() total = %d, %v; want 43", total, err)
 			}
-			if total, _, _ := s.Search(t.Context(), patientQuery{IDs: [][]string{{"b001"}}, Count: 1}); total != 1 {
+			if total, _, _ := s.Search(t.Context(), searchCriteria{q: patientQuery{IDs: [][]string{{"b001"}}, Count: 1}}); total != 1 {
 				t.Errorf("Search(_id=b001) total = %d, want 1", total)
 			}
 		})
@@ -1136,7 +1145,7 @@ func TestStoreDiskFull(t *testing.T) {
 	s := openTestStore(t, dir, time.Now, journalOptions{})
 	ctx := t.Context()
 	body := func(id string) buildFunc {
-		return func(v int, at time.Time) ([]byte, error) { return benchPatientJSONSize(id, v, at, 100<<10), nil }
+		return func(_, v string, at time.Time) ([]byte, error) { return benchPatientJSONSize(id, v, at, 100<<10), nil }
 	}
 	var acked []patientVersion
 	var full error
@@ -1172,7 +1181,7 @@ func TestStoreDiskFull(t *testing.T) {
 	if got, err := s.Read(ctx, acked[0].ID); err != nil || !bytes.Equal(got.Body, acked[0].Body) {
 		t.Errorf("Read while full = %v, want the acknowledged version", err)
 	}
-	if _, _, err := s.Update(ctx, acked[0].ID, 1, http.MethodPut, body(acked[0].ID)); !errors.Is(err, errStoreFull) {
+	if _, _, err := s.Update(ctx, acked[0].ID, "1", http.MethodPut, body(acked[0].ID)); !errors.Is(err, errStoreFull) {
 		t.Errorf("Update while full = %v, want errStoreFull", err)
 	}
 	// Through HTTP: 507, with Retry-After, in an OperationOutcome, and reads still 200.
@@ -1191,7 +1200,7 @@ func TestStoreDiskFull(t *testing.T) {
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT, "size=16m"); err != nil {
 		t.Fatalf("grow the tmpfs: %v", err)
 	}
-	if _, _, err := s.Update(ctx, acked[0].ID, 1, http.MethodPut, body(acked[0].ID)); err != nil {
+	if _, _, err := s.Update(ctx, acked[0].ID, "1", http.MethodPut, body(acked[0].ID)); err != nil {
 		t.Fatalf("Update once there is space = %v, want success without a restart", err)
 	}
 	want := allHistories(t, s)
@@ -1226,7 +1235,7 @@ func TestStoreTypeHistory(t *testing.T) {
 		if i%7 == 6 {
 			v, _, err = s.Delete(ctx, id)
 		} else {
-			v, _, err = s.Update(ctx, id, 0, http.MethodPut, storeBuild(id))
+			v, _, err = s.Update(ctx, id, "", http.MethodPut, storeBuild(id))
 		}
 		if err != nil {
 			t.Fatal(err)

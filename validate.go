@@ -62,19 +62,19 @@ func handlePatientValidate(log *slog.Logger, store patientStore) http.Handler {
 // returns the diagnostics when one does, naming it only to a caller who may read Patients (as
 // $validate's callers may).
 func nhsNumberHolder(ctx context.Context, store patientStore, patient *jsonNode, update bool) (string, error) {
-	for _, id := range patient.member("identifier").elems() {
-		value := id.member("value").str()
-		if id.member("system").str() != fhirNHSNumberSystem || value == "" {
-			continue
-		}
-		_, page, err := store.Search(ctx, patientQuery{Identifiers: [][]tokenValue{{{System: fhirNHSNumberSystem, Value: value}}}, Count: 2})
-		if err != nil {
-			return "", err
-		}
-		for _, v := range page {
-			if !update || v.ID != patient.member("id").str() {
-				return fmt.Sprintf("The NHS number %s already belongs to Patient %q; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber).", value, v.ID), nil
-			}
+	value := nhsNumberOf(patient)
+	if value == "" {
+		return "", nil
+	}
+	c := nhsNumberCriteria(value)
+	c.q.Count = 2
+	_, page, err := store.Search(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	for _, v := range page {
+		if !update || v.ID != patient.member("id").str() {
+			return fmt.Sprintf("The NHS number %s already belongs to Patient %q; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber).", value, v.ID), nil
 		}
 	}
 	return "", nil

@@ -24,7 +24,7 @@
 //   update          update() with body id = URL id: meta.versionId "2", change kept
 //   vread           vread() version 1: versionId "1", the value from before the update
 //   history         resourceHistory(): a history Bundle with 2 entries (versions 2 and 1)
-//   search-family   family=nunez finds the "Núñez" patient (accent- and case-insensitive)
+//   search-family   family=nunez finds the "Núñez" patient (accent- and case-insensitive; UPSTREAM=1: family=Núñez)
 //   search-nhs      identifier=https://fhir.nhs.uk/Id/nhs-number|9991234578 finds it
 //   search-post     the same family search with options.postSearch (POST Patient/_search)
 //   paging          _count=1 on this run's 3 patients, followed with nextPage() until no next link:
@@ -38,9 +38,13 @@
 //   validate        operation() $validate with a Parameters body (resource, mode create): one information
 //                   issue; with an invalid Patient: 200 and an error issue per problem; nothing stored
 //   delete          delete() one patient
-//   read-deleted    read() of it now throws with status 410
+//   read-deleted    read() of it now throws with status 410 (404 too with UPSTREAM=1)
 //   search-deleted  the family, identifier and paging searches no longer find it
 // Optional env: VERBOSE=1 prints each request the library sent and the status it got.
+// UPSTREAM=1 runs against a service whose Patient store is an upstream FHIR server (FHIR_UPSTREAM_URL):
+// version ids are then the upstream's (opaque: each step checks the version the server gave, not 1, 2,
+// 3 ...), string search is the upstream's (family=Núñez, as stored, instead of nunez: Medplum is
+// accent-sensitive), and a read after delete may be 404 (Medplum) as well as 410.
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -128,7 +132,7 @@ async function step(name, fn) {
     return false;
   }
 }
-// Run fn expecting the library to throw with an HTTP status; returns the error.
+// Run fn expecting the library to throw with an HTTP status (or one of several); returns the error.
 async function expectStatus(want, fn) {
   let res;
   try {
@@ -136,12 +140,24 @@ async function expectStatus(want, fn) {
   } catch (e) {
     if (e instanceof Check) throw e;
     must(e && e.response, `library threw without an HTTP response: ${e && e.message}`);
-    must(e.response.status === want, `${e.message} (want ${want}); response body: ${short(JSON.stringify(e.response.data), 400)}`);
+    must([].concat(want).includes(e.response.status), `${e.message} (want ${want}); response body: ${short(JSON.stringify(e.response.data), 400)}`);
     return e;
   }
   throw new Check(`request succeeded (${sent(res)}), want HTTP ${want}; body: ${short(JSON.stringify(res), 300)}`);
 }
 
+const UPSTREAM = process.env.UPSTREAM === '1';
+const FAMILY = UPSTREAM ? 'Núñez' : 'nunez'; // the family search term
+// The main patient's version ids as the server gave them, by number (1-based): the journal's are
+// "1", "2", ...; an upstream's are whatever it makes, each new one different from the ones before.
+const versionIds = [];
+function versionIs(p, n) {
+  const v = p && p.meta && p.meta.versionId;
+  if (!UPSTREAM) return v === String(n);
+  if (versionIds[n - 1] === undefined && v && !versionIds.includes(v)) versionIds[n - 1] = v;
+  return !!v && versionIds[n - 1] === v;
+}
+const vid = (n) => (UPSTREAM ? versionIds[n - 1] : String(n));
 const ids = (bundle) => (bundle.entry || []).map((e) => e.resource && e.resource.id);
 const run = randomBytes(4).toString('hex');                 // this run's patients share a given name
 const tag = 'Fkc' + run.replace(/[0-9]/g, (d) => 'abcdefghij'[d]); // letters only: a plain name part
@@ -177,7 +193,8 @@ const createdOk = await step('create', async () => {
     const { response } = Client.httpFor(p);
     must(response.status === 201, `${sent(p)} (want 201)`);
     must(p.resourceType === 'Patient' && typeof p.id === 'string' && p.id, `no Patient id in ${short(JSON.stringify(p))}`);
-    must(p.meta && p.meta.versionId === '1', `meta.versionId ${p.meta && p.meta.versionId} (want "1")`);
+    // versionIs records the first patient's (the main one's) first version id.
+    must(created.length && UPSTREAM ? !!(p.meta && p.meta.versionId) : versionIs(p, 1), `meta.versionId ${p.meta && p.meta.versionId} (want "1")`);
     must(p.name[0].family === body.name[0].family, `family ${JSON.stringify(p.name[0].family)} (sent ${JSON.stringify(body.name[0].family)})`);
     created.push(p);
   }
@@ -204,19 +221,19 @@ if (!createdOk) {
     const p = await client.update({ resourceType: 'Patient', id: main.id, body });
     verbose(p);
     must(p.id === main.id, `id ${p.id} (want ${main.id})`);
-    must(p.meta && p.meta.versionId === '2', `meta.versionId ${p.meta && p.meta.versionId} (want "2")`);
+    must(versionIs(p, 2), `meta.versionId ${p.meta && p.meta.versionId} (want version 2)`);
     must(p.birthDate === '1961-03-15', `birthDate ${p.birthDate} (want the new 1961-03-15)`);
     current = p;
     const etag = Client.httpFor(p).response.headers.get('etag');
-    return `PUT Patient/${p.id} -> ${Client.httpFor(p).response.status}, meta.versionId 2${etag ? `, ETag ${etag}` : ''}`;
+    return `PUT Patient/${p.id} -> ${Client.httpFor(p).response.status}, meta.versionId ${vid(2)}${etag ? `, ETag ${etag}` : ''}`;
   });
 
   await step('vread', async () => {
-    const p = await client.vread({ resourceType: 'Patient', id: main.id, version: '1' });
+    const p = await client.vread({ resourceType: 'Patient', id: main.id, version: vid(1) });
     verbose(p);
-    must(p.id === main.id && p.meta && p.meta.versionId === '1', `id ${p.id} versionId ${p.meta && p.meta.versionId} (want ${main.id} "1")`);
+    must(p.id === main.id && versionIs(p, 1), `id ${p.id} versionId ${p.meta && p.meta.versionId} (want ${main.id} ${vid(1)})`);
     must(p.birthDate === '1961-03-14', `birthDate ${p.birthDate} (want the original 1961-03-14)`);
-    return `GET Patient/${p.id}/_history/1: version 1, birthDate ${p.birthDate} (before the update)`;
+    return `GET Patient/${p.id}/_history/${vid(1)}: version 1, birthDate ${p.birthDate} (before the update)`;
   });
 
   await step('history', async () => {
@@ -225,17 +242,17 @@ if (!createdOk) {
     must(b.resourceType === 'Bundle' && b.type === 'history', `resourceType ${b.resourceType} type ${b.type} (want a history Bundle)`);
     const versions = (b.entry || []).map((e) => e.resource && e.resource.meta && e.resource.meta.versionId);
     must(versions.length === 2, `${versions.length} entries (want 2): versions ${JSON.stringify(versions)}`);
-    must([...versions].sort().join(',') === '1,2', `versions ${JSON.stringify(versions)} (want 1 and 2)`);
+    must([...versions].sort().join(',') === [vid(1), vid(2)].sort().join(','), `versions ${JSON.stringify(versions)} (want ${vid(1)} and ${vid(2)})`);
     return `history Bundle with 2 entries, versions ${versions.join(', ')}${b.total !== undefined ? `, total ${b.total}` : ''}`;
   });
 
   await step('search-family', async () => {
-    const b = await client.search({ resourceType: 'Patient', searchParams: { family: 'nunez' } });
+    const b = await client.search({ resourceType: 'Patient', searchParams: { family: FAMILY } });
     verbose(b);
     must(b.resourceType === 'Bundle' && b.type === 'searchset', `resourceType ${b.resourceType} type ${b.type} (want a searchset Bundle)`);
-    must(ids(b).includes(main.id), `family=nunez: ${ids(b).length} match(es), not the Núñez patient ${main.id}`);
-    must(!ids(b).includes(created[1].id) && !ids(b).includes(created[2].id), 'family=nunez also matched this run\'s other patients');
-    return `family=nunez matched the Núñez patient (${ids(b).length} match(es) in all)`;
+    must(ids(b).includes(main.id), `family=${FAMILY}: ${ids(b).length} match(es), not the Núñez patient ${main.id}`);
+    must(!ids(b).includes(created[1].id) && !ids(b).includes(created[2].id), `family=${FAMILY} also matched this run's other patients`);
+    return `family=${FAMILY} matched the Núñez patient (${ids(b).length} match(es) in all)`;
   });
 
   await step('search-nhs', async () => {
@@ -248,11 +265,11 @@ if (!createdOk) {
   });
 
   await step('search-post', async () => {
-    const b = await client.search({ resourceType: 'Patient', searchParams: { family: 'nunez', given: tag }, options: { postSearch: true } });
+    const b = await client.search({ resourceType: 'Patient', searchParams: { family: FAMILY, given: tag }, options: { postSearch: true } });
     verbose(b);
     must(b.resourceType === 'Bundle' && b.type === 'searchset', `resourceType ${b.resourceType} type ${b.type} (want a searchset Bundle)`);
-    must(ids(b).length === 1 && ids(b)[0] === main.id, `POST Patient/_search family=nunez&given=${tag}: ids ${JSON.stringify(ids(b))} (want [${main.id}])`);
-    return `POST Patient/_search (form body) family=nunez&given=${tag}: exactly the Núñez patient`;
+    must(ids(b).length === 1 && ids(b)[0] === main.id, `POST Patient/_search family=${FAMILY}&given=${tag}: ids ${JSON.stringify(ids(b))} (want [${main.id}])`);
+    return `POST Patient/_search (form body) family=${FAMILY}&given=${tag}: exactly the Núñez patient`;
   });
 
   // Follows next links with the library's nextPage(); returns the ids seen, page by page.
@@ -297,17 +314,17 @@ if (!createdOk) {
     // fhir-kit-client passes per-request headers through options.headers, so If-Match can be sent.
     await step('if-match-stale', async () => {
       const body = { ...current, birthDate: '1961-03-16' };
-      await expectStatus(412, () => client.update({ resourceType: 'Patient', id: main.id, body, options: { headers: { 'If-Match': 'W/"1"' } } }));
+      await expectStatus(412, () => client.update({ resourceType: 'Patient', id: main.id, body, options: { headers: { 'If-Match': `W/"${vid(1)}"` } } }));
       const p = await client.read({ resourceType: 'Patient', id: main.id });
-      must(p.meta.versionId === '2' && p.birthDate === '1961-03-15', `after the 412 the patient is version ${p.meta.versionId} birthDate ${p.birthDate} (want unchanged: 2, 1961-03-15)`);
-      return 'PUT with If-Match W/"1" on version 2 -> 412, patient unchanged';
+      must(versionIs(p, 2) && p.birthDate === '1961-03-15', `after the 412 the patient is version ${p.meta.versionId} birthDate ${p.birthDate} (want unchanged: ${vid(2)}, 1961-03-15)`);
+      return `PUT with If-Match W/"${vid(1)}" on version 2 -> 412, patient unchanged`;
     });
     await step('if-match', async () => {
       const body = { ...current, birthDate: '1961-03-16' };
-      const p = await client.update({ resourceType: 'Patient', id: main.id, body, options: { headers: { 'If-Match': 'W/"2"' } } });
+      const p = await client.update({ resourceType: 'Patient', id: main.id, body, options: { headers: { 'If-Match': `W/"${vid(2)}"` } } });
       verbose(p);
-      must(p.meta && p.meta.versionId === '3' && p.birthDate === '1961-03-16', `versionId ${p.meta && p.meta.versionId} birthDate ${p.birthDate} (want "3", 1961-03-16)`);
-      return `PUT with If-Match W/"2" -> ${Client.httpFor(p).response.status}, meta.versionId 3`;
+      must(versionIs(p, 3) && p.birthDate === '1961-03-16', `versionId ${p.meta && p.meta.versionId} birthDate ${p.birthDate} (want version 3, 1961-03-16)`);
+      return `PUT with If-Match W/"${vid(2)}" -> ${Client.httpFor(p).response.status}, meta.versionId ${vid(3)}`;
     });
   }
 
@@ -316,15 +333,15 @@ if (!createdOk) {
   } else {
     await step('patch', async () => {
       const jsonPatch = [{ op: 'test', path: '/birthDate', value: '1961-03-16' }, { op: 'add', path: '/name/0/given/-', value: 'Pat' }];
-      const p = await client.patch({ resourceType: 'Patient', id: main.id, jsonPatch, options: { headers: { 'If-Match': 'W/"3"' } } });
+      const p = await client.patch({ resourceType: 'Patient', id: main.id, jsonPatch, options: { headers: { 'If-Match': `W/"${vid(3)}"` } } });
       verbose(p);
-      must(p.meta && p.meta.versionId === '4', `versionId ${p.meta && p.meta.versionId} (want "4")`);
+      must(versionIs(p, 4), `versionId ${p.meta && p.meta.versionId} (want version 4)`);
       must(p.name[0].given.at(-1) === 'Pat' && p.birthDate === '1961-03-16', `given ${JSON.stringify(p.name[0].given)} birthDate ${p.birthDate}`);
       const q = await client.patch({ resourceType: 'Patient', id: main.id, jsonPatch: { patches: [{ op: 'replace', path: '/gender', value: 'other' }] } });
       verbose(q);
-      must(q.meta.versionId === '5' && q.gender === 'other', `PDS form: versionId ${q.meta.versionId} gender ${q.gender} (want "5", other)`);
+      must(versionIs(q, 5) && q.gender === 'other', `PDS form: versionId ${q.meta.versionId} gender ${q.gender} (want version 5, other)`);
       current = q;
-      return 'PATCH: RFC 6902 array with If-Match W/"3" -> version 4; PDS {"patches": [...]} form -> version 5';
+      return `PATCH: RFC 6902 array with If-Match W/"${vid(3)}" -> version 4; PDS {"patches": [...]} form -> version 5`;
     });
     await step('patch-atomic', async () => {
       const jsonPatch = [{ op: 'replace', path: '/gender', value: 'male' }, { op: 'test', path: '/birthDate', value: '1900-01-01' }];
@@ -332,7 +349,7 @@ if (!createdOk) {
       const issue = (e.response.data.issue || [])[0] || {};
       must(issue.code === 'processing' && /patch operation 1/.test(issue.diagnostics || ''), `issue ${JSON.stringify(issue)} (want processing, naming operation 1)`);
       const p = await client.read({ resourceType: 'Patient', id: main.id });
-      must(p.meta.versionId === '5' && p.gender === 'other', `after the 422 the patient is version ${p.meta.versionId} gender ${p.gender} (want unchanged: 5, other)`);
+      must(versionIs(p, 5) && p.gender === 'other', `after the 422 the patient is version ${p.meta.versionId} gender ${p.gender} (want unchanged: ${vid(5)}, other)`);
       return 'PATCH with a failing test at operation 1 -> 422 naming it; operation 0 not applied';
     });
   }
@@ -366,13 +383,13 @@ if (!createdOk) {
     fail('search-deleted', 'not run: the delete step failed');
   } else {
     await step('read-deleted', async () => {
-      const e = await expectStatus(410, () => client.read({ resourceType: 'Patient', id: deleted.id }));
-      return `GET Patient/${deleted.id} after delete: library threw "${e.message}" with response.status 410`;
+      const e = await expectStatus(UPSTREAM ? [404, 410] : 410, () => client.read({ resourceType: 'Patient', id: deleted.id }));
+      return `GET Patient/${deleted.id} after delete: library threw "${e.message}" with response.status ${e.response.status}`;
     });
 
     await step('search-deleted', async () => {
-      const fam = await client.search({ resourceType: 'Patient', searchParams: { family: 'nunez' } });
-      must(!ids(fam).includes(deleted.id), 'family=nunez still finds the deleted patient');
+      const fam = await client.search({ resourceType: 'Patient', searchParams: { family: FAMILY } });
+      must(!ids(fam).includes(deleted.id), `family=${FAMILY} still finds the deleted patient`);
       const nhs = await client.search({ resourceType: 'Patient', searchParams: { identifier: `${NHS_SYSTEM}|${NHS_VALUE}` } });
       must(!ids(nhs).includes(deleted.id), 'identifier search still finds the deleted patient');
       const seen = (await pageThrough({ given: tag, _count: 1 })).flat();
