@@ -37,6 +37,9 @@
 //   patch-atomic    patch() whose second operation is a failing test: rejected with 422, patient unchanged
 //   validate        operation() $validate with a Parameters body (resource, mode create): one information
 //                   issue; with an invalid Patient: 200 and an error issue per problem; nothing stored
+//   conditional-create  create() with options.headers If-None-Exist: on the NHS number, 200 with the
+//                   existing Patient; on a new identifier 201, then 200 with the same id; a plain create
+//                   with an NHS number another Patient holds: 409, issue code duplicate
 //   delete          delete() one patient
 //   read-deleted    read() of it now throws with status 410 (404 too with UPSTREAM=1)
 //   search-deleted  the family, identifier and paging searches no longer find it
@@ -368,6 +371,24 @@ if (!createdOk) {
     const b = await client.search({ resourceType: 'Patient', searchParams: { family: 'valid', given: tag } });
     must(ids(b).length === 0, `$validate stored a Patient: ${JSON.stringify(ids(b))}`);
     return 'POST Patient/$validate: Parameters (mode create) -> one information issue; invalid Patient -> 200 with 2 error issues; nothing stored';
+  });
+
+  await step('conditional-create', async () => {
+    const ifNone = (crit) => ({ headers: { 'If-None-Exist': crit } });
+    const again = await client.create({ resourceType: 'Patient', body: specs[0], options: ifNone(`identifier=${NHS_SYSTEM}|${NHS_VALUE}`) });
+    verbose(again);
+    must(Client.httpFor(again).response.status === 200 && again.id === main.id, `If-None-Exist on the NHS number: ${sent(again)}, id ${again.id} (want 200 with ${main.id})`);
+    const system = `urn:fkc:${run}`;
+    const body = { resourceType: 'Patient', identifier: [{ system, value: 'c1' }], name: [{ family: 'Conditional', given: ['Cora'] }], gender: 'female' };
+    const first = await client.create({ resourceType: 'Patient', body, options: ifNone(`identifier=${system}|c1`) });
+    const second = await client.create({ resourceType: 'Patient', body, options: ifNone(`identifier=${system}|c1`) });
+    verbose(first); verbose(second);
+    must(Client.httpFor(first).response.status === 201, `no match: ${sent(first)} (want 201)`);
+    must(Client.httpFor(second).response.status === 200 && second.id === first.id, `one match: ${sent(second)}, id ${second.id} (want 200 with ${first.id})`);
+    const e = await expectStatus(409, () => client.create({ resourceType: 'Patient', body: { ...specs[1], identifier: specs[0].identifier } }));
+    const issue = (e.response.data.issue || [])[0] || {};
+    must(issue.code === 'duplicate', `a second Patient with NHS number ${NHS_VALUE}: issue ${JSON.stringify(issue)} (want duplicate)`);
+    return `If-None-Exist: the NHS number's Patient back (200); a new identifier 201, then 200 with the same id; a plain create with a held NHS number 409 duplicate`;
   });
 
   const deleted = main;
