@@ -1305,6 +1305,8 @@ func TestConditionalInteractions(t *testing.T) {
 		t.Fatalf("conditional create, no match: %d, want 201", first.StatusCode)
 	}
 	c1 := decodeAnyBody(t, first)["id"].(string)
+	nhsPatient := `{"resourceType":"Patient","identifier":[{"system":"` + fhirNHSNumberSystem + `","value":"` + testNHSNumber(7) + `"}]}`
+	nhs := decodeAnyBody(t, do(t, h, postPatient(nhsPatient)))["id"].(string)
 	do(t, h, postPatient(patient("", "twin")))
 	do(t, h, postPatient(patient("", "twin")))
 	type step struct {
@@ -1316,6 +1318,8 @@ func TestConditionalInteractions(t *testing.T) {
 	for _, st := range []step{
 		{"create, one match", ifNone("identifier=urn:test|c1", patient("", "c1")), 200, c1},
 		{"create, one match, whole URL", ifNone("Patient?identifier=c1", patient("", "c1")), 200, c1},
+		{"create retried, its NHS number held by the match", ifNone("identifier="+fhirNHSNumberSystem+"|"+testNHSNumber(7), nhsPatient), 200, nhs},
+		{"create, criteria miss, NHS number held elsewhere", ifNone("identifier=nobody", nhsPatient), 409, ""},
 		{"create, several", ifNone("identifier=twin", patient("", "twin")), 412, ""},
 		{"create, unknown criteria", ifNone("foo=bar", patient("", "x")), 400, ""},
 		{"create, empty criteria", ifNone("", patient("", "x")), 400, ""},

@@ -1368,13 +1368,15 @@ func (s *journalStore) write(ctx context.Context, id string, cur slot, method st
 		return patientVersion{}, err
 	}
 	defer release()
-	if err := s.checkUnique(id, fields); err != nil {
-		return patientVersion{}, err
-	}
+	// A conditional interaction's search decides first: a conditional create whose criteria find the
+	// Patient holding its NHS number answers with that Patient, not a duplicate error.
 	if recheck != nil {
 		if err := recheck(); err != nil {
 			return patientVersion{}, err
 		}
+	}
+	if err := s.checkUnique(id, fields); err != nil {
+		return patientVersion{}, err
 	}
 	select {
 	case s.reqs <- req:

@@ -541,6 +541,16 @@ func (s *upstreamStore) create(ctx context.Context, c *searchCriteria, build bui
 	header := http.Header{"Prefer": {"return=representation"}}
 	switch {
 	case c != nil:
+		// The client's criteria decide first (a retried create finds its Patient, NHS number and all);
+		// the upstream's own If-None-Exist then covers a create racing this one.
+		switch matches, found, err := s.matching(ctx, *c); {
+		case err != nil:
+			return patientVersion{}, 0, err
+		case matches == 1:
+			return found[0], 1, nil
+		case matches > 1:
+			return patientVersion{}, matches, nil
+		}
 		if err := s.checkNHSNumber(ctx, nhs, ""); err != nil {
 			return patientVersion{}, 0, err
 		}
