@@ -292,7 +292,7 @@ func openJournal(dir string, log *slog.Logger, now func() time.Time, opts journa
 		perWrite: opts.FsyncPerWrite, lock: lock,
 		slots: make(map[string]*idSlot), reqs: make(chan *commitReq), stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	s.cp.every = cmpOr(opts.CheckpointEvery, defaultCheckpointEvery)
+	s.cp.every = cmp.Or(opts.CheckpointEvery, defaultCheckpointEvery)
 	if err := s.open(); err != nil {
 		if s.f != nil {
 			s.f.Close()
@@ -306,14 +306,6 @@ func openJournal(dir string, log *slog.Logger, now func() time.Time, opts journa
 	}
 	go s.commitLoop()
 	return s, nil
-}
-
-// cmpOr returns v, or def when v is 0.
-func cmpOr(v, def int64) int64 {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // lockDir takes an exclusive lock on dir (flock on dir/lock, released when the process ends), so that
