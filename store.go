@@ -974,6 +974,27 @@ func nhsNumberCriteria(value string) searchCriteria {
 	return newSearchCriteria(q, self)
 }
 
+// nhsNumberHolder is the id of a live Patient other than self that holds NHS number nhs, "" when none
+// does (or nhs is ""): the store-wide rule a write, or $validate's modes create and update, must meet.
+// It is a search, so a write of the same number at the same time can slip past it.
+func nhsNumberHolder(ctx context.Context, store patientStore, nhs, self string) (string, error) {
+	if nhs == "" {
+		return "", nil
+	}
+	c := nhsNumberCriteria(nhs)
+	c.q.Count = 2
+	_, page, err := store.Search(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	for _, v := range page {
+		if v.ID != self {
+			return v.ID, nil
+		}
+	}
+	return "", nil
+}
+
 // criteriaKeys are the write slots a conditional interaction holds from its search until its own write
 // is visible. Criteria naming identifier values take those values' slots, which every write adding one
 // of them takes too, so no write can make a Patient match meanwhile. Other criteria take a slot of
