@@ -630,7 +630,7 @@ func writeVersion(w http.ResponseWriter, r *http.Request, status int, v patientV
 	setETag(w, v)
 	h.Set("Last-Modified", v.LastUpdated.UTC().Format(http.TimeFormat))
 	if status != http.StatusOK || r.Method != http.MethodGet {
-		switch preferReturn(r.Header.Values("Prefer")) {
+		switch preference(r.Header.Values("Prefer"), "return") {
 		case "minimal":
 			w.WriteHeader(status)
 			return
@@ -644,9 +644,6 @@ func writeVersion(w http.ResponseWriter, r *http.Request, status int, v patientV
 	w.WriteHeader(status)
 	w.Write(v.Body)
 }
-
-// preferReturn is the return preference of the Prefer headers (RFC 7240), "" if none.
-func preferReturn(prefer []string) string { return preference(prefer, "return") }
 
 // preference is the value of one preference in the Prefer headers (RFC 7240), "" if absent.
 func preference(prefer []string, name string) string {

@@ -483,7 +483,7 @@ func (ix *patientIndex) sourceKeys(q *patientQuery) [][]uint64 {
 			if c.Modifier == "exact" {
 				v = foldString(v)
 				if kind == 'z' {
-					v = stripSpace(v)
+					v = removeChars(v, asciiSpace)
 				}
 			}
 			return ix.key(kind, v[:min(len(v), nameKeyLen)]), len(v) >= nameKeyLen

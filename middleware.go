@@ -216,12 +216,7 @@ func parseTraceparent(fields []string) (traceID string, sampled, ok bool) {
 
 // lowerHex reports whether s is all lowercase hex digits (W3C's HEXDIGLC).
 func lowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	return strings.Trim(s, "0123456789abcdef") == "" // Trim leaves "" only when every byte is in the set
 }
 
 // headerID reads an ID header (by its canonical key, so the lookup does not allocate): "" when absent

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // patientResource is a validated Patient, kept losslessly as sent (key order and number literals included).
@@ -281,20 +282,12 @@ func fhirLookup(defs []fhirElem, key string) (int, string, bool) {
 		for t := range strings.SplitSeq(types, "|") {
 			// The suffix is the type name with its first letter upper-cased (valueString, valueCodeableConcept);
 			// all type names are ASCII.
-			if len(t) == len(suffix) && t[1:] == suffix[1:] && fhirUpper(t[0]) == suffix[0] {
+			if len(t) == len(suffix) && t[1:] == suffix[1:] && unicode.ToUpper(rune(t[0])) == rune(suffix[0]) {
 				return i, t, true
 			}
 		}
 	}
 	return -1, "", false
-}
-
-// fhirUpper upper-cases an ASCII letter.
-func fhirUpper(c byte) byte {
-	if c >= 'a' && c <= 'z' {
-		return c - 'a' + 'A'
-	}
-	return c
 }
 
 // fhirIsPrimitive reports whether a FHIR type name is a primitive (primitive names start lower-case).
@@ -504,15 +497,7 @@ func (v *fhirValidator) contained(n *jsonNode) {
 
 // fhirIsResourceName reports whether s looks like a resource type name (an upper-case letter then letters).
 func fhirIsResourceName(s string) bool {
-	if s == "" || s[0] < 'A' || s[0] > 'Z' {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
-			return false
-		}
-	}
-	return true
+	return s != "" && s[0] >= 'A' && s[0] <= 'Z' && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") == ""
 }
 
 // invariants checks the constraints of typ that span several elements (fhir.md section 3), plus the NHS
@@ -726,25 +711,12 @@ func fhirTypeHint(typ string) string {
 
 // validFHIRID reports whether s is a valid FHIR id ([A-Za-z0-9\-\.]{1,64}); the handlers use it for URL ids.
 func validFHIRID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
+	return len(s) >= 1 && len(s) <= 64 && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.") == ""
 }
 
 // fhirDigits reports whether s is non-empty and all ASCII digits.
 func fhirDigits(s string) bool {
-	for _, c := range []byte(s) {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return s != ""
+	return s != "" && strings.Trim(s, "0123456789") == "" // Trim leaves "" only when every byte is in the set
 }
 
 // fhirValidOID matches urn:oid:[0-2](\.(0|[1-9][0-9]*))+.

@@ -376,7 +376,7 @@ func parseStrings(key, name, modifier, raw string, values []string, bad func(cod
 		if modifier != "exact" {
 			v = foldString(v)
 			if name == "address-postalcode" {
-				v = stripSpace(v) // R4 search.html#string: non-significant whitespace should be ignored
+				v = removeChars(v, asciiSpace) // R4 search.html#string: non-significant whitespace should be ignored
 			}
 		}
 		if v == "" {
@@ -520,12 +520,7 @@ func checkBoolean(t tokenValue) string {
 // keeps its punctuation: a-b@x and ab@x are different addresses.
 func telecomNorm(system, value string) string {
 	if phoneLike(system) {
-		value = strings.Map(func(r rune) rune {
-			if strings.ContainsRune(" \t-().", r) {
-				return -1
-			}
-			return r
-		}, value)
+		value = removeChars(value, " \t-().")
 	}
 	return strings.ToLower(value)
 }
@@ -535,10 +530,13 @@ func phoneLike(system string) bool {
 	return system == "phone" || system == "fax" || system == "pager" || system == "sms"
 }
 
-// stripSpace removes ASCII whitespace from s.
-func stripSpace(s string) string {
+// asciiSpace is the whitespace a postal code is compared without, in the index and the search alike.
+const asciiSpace = " \t\n\r"
+
+// removeChars removes from s every character in chars.
+func removeChars(s, chars string) string {
 	return strings.Map(func(r rune) rune {
-		if r == ' ' || r == '\t' || r == '\n' || r == '\r' {
+		if strings.ContainsRune(chars, r) {
 			return -1
 		}
 		return r

@@ -292,7 +292,7 @@ func openJournal(dir string, log *slog.Logger, now func() time.Time, opts journa
 		perWrite: opts.FsyncPerWrite, lock: lock,
 		slots: make(map[string]*idSlot), reqs: make(chan *commitReq), stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	s.cp.every = cmpOr(opts.CheckpointEvery, defaultCheckpointEvery)
+	s.cp.every = cmp.Or(opts.CheckpointEvery, defaultCheckpointEvery)
 	if err := s.open(); err != nil {
 		if s.f != nil {
 			s.f.Close()
@@ -306,14 +306,6 @@ func openJournal(dir string, log *slog.Logger, now func() time.Time, opts journa
 	}
 	go s.commitLoop()
 	return s, nil
-}
-
-// cmpOr returns v, or def when v is 0.
-func cmpOr(v, def int64) int64 {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // lockDir takes an exclusive lock on dir (flock on dir/lock, released when the process ends), so that
@@ -980,6 +972,27 @@ func newSearchCriteria(q patientQuery, self url.Values) searchCriteria {
 func nhsNumberCriteria(value string) searchCriteria {
 	q, self, _ := parsePatientSearch(url.Values{"identifier": {fhirNHSNumberSystem + "|" + value}}, true)
 	return newSearchCriteria(q, self)
+}
+
+// nhsNumberHolder is the id of a live Patient other than self that holds NHS number nhs, "" when none
+// does (or nhs is ""): the store-wide rule a write, or $validate's modes create and update, must meet.
+// It is a search, so a write of the same number at the same time can slip past it.
+func nhsNumberHolder(ctx context.Context, store patientStore, nhs, self string) (string, error) {
+	if nhs == "" {
+		return "", nil
+	}
+	c := nhsNumberCriteria(nhs)
+	c.q.Count = 2
+	_, page, err := store.Search(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	for _, v := range page {
+		if v.ID != self {
+			return v.ID, nil
+		}
+	}
+	return "", nil
 }
 
 // criteriaKeys are the write slots a conditional interaction holds from its search until its own write

@@ -596,24 +596,13 @@ func nhsDuplicate(nhs, holder string) error {
 	return &duplicateError{identifier: patientIdentifier{System: fhirNHSNumberSystem, Value: nhs}, holder: holder}
 }
 
-// checkNHSNumber refuses nhs (if not "") when a live Patient other than self holds it: a search, so
-// a write of the same number at the same time can slip past it.
+// checkNHSNumber refuses nhs (if not "") when a live Patient other than self holds it (nhsNumberHolder).
 func (s *upstreamStore) checkNHSNumber(ctx context.Context, nhs, self string) error {
-	if nhs == "" {
-		return nil
+	holder, err := nhsNumberHolder(ctx, s, nhs, self)
+	if err == nil && holder != "" {
+		err = nhsDuplicate(nhs, holder)
 	}
-	c := nhsNumberCriteria(nhs)
-	c.q.Count = 2
-	_, page, err := s.search(ctx, c)
-	if err != nil {
-		return err
-	}
-	for _, v := range page {
-		if v.ID != self {
-			return nhsDuplicate(nhs, v.ID)
-		}
-	}
-	return nil
+	return err
 }
 
 // Update implements patientStore: a PUT, with If-Match when ifMatch is set. Whether it created the

@@ -7,7 +7,6 @@ package main
 // OperationDefinition.comment); this file's 400s are exactly those cases.
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -45,39 +44,22 @@ func handlePatientValidate(log *slog.Logger, store patientStore) http.Handler {
 			writeOutcome(w, http.StatusOK, issues...)
 			return
 		}
-		dup, err := nhsNumberHolder(r.Context(), store, req.patient, req.mode == "update")
+		self := "" // an update's own id (type-level $validate has no URL id) holds its number already
+		if req.mode == "update" {
+			self = req.patient.member("id").str()
+		}
+		nhs := nhsNumberOf(req.patient)
+		holder, err := nhsNumberHolder(r.Context(), store, nhs, self)
 		switch {
 		case err != nil:
 			writeStoreError(w, r, log, err, fhirIssue{}, fhirIssue{})
-		case dup != "":
-			writeOutcome(w, http.StatusOK, fhirError("duplicate", "Patient.identifier", dup))
+		case holder != "": // named, as $validate's callers may read Patients
+			writeOutcome(w, http.StatusOK, fhirError("duplicate", "Patient.identifier", fmt.Sprintf(
+				"The NHS number %s already belongs to Patient %q; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber).", nhs, holder)))
 		default:
 			writeOutcome(w, http.StatusOK, issues...)
 		}
 	})
-}
-
-// nhsNumberHolder checks, for $validate's modes create and update, the store-wide rule the write would
-// meet: no other live Patient holds the Patient's NHS number (an update's own id excluded). It
-// returns the issue's diagnostics when one does, naming it only to a caller who may read Patients (as
-// $validate's callers may).
-func nhsNumberHolder(ctx context.Context, store patientStore, patient *jsonNode, update bool) (string, error) {
-	value := nhsNumberOf(patient)
-	if value == "" {
-		return "", nil
-	}
-	c := nhsNumberCriteria(value)
-	c.q.Count = 2
-	_, page, err := store.Search(ctx, c)
-	if err != nil {
-		return "", err
-	}
-	for _, v := range page {
-		if !update || v.ID != patient.member("id").str() {
-			return fmt.Sprintf("The NHS number %s already belongs to Patient %q; a live Patient's NHS number belongs to no other (UK Core Patient.identifier:nhsNumber).", value, v.ID), nil
-		}
-	}
-	return "", nil
 }
 
 // validationOutcome validates req's Patient as its mode would and returns the issues of the answer:
@@ -95,8 +77,8 @@ func validationOutcome(req validateRequest) []fhirIssue {
 // server-owned meta, as POST /Patient does; update needs the id of the Patient to update, as PUT does
 // (type-level $validate has no URL id, so the body's id stands for it).
 //
-// The store-wide rule of one live Patient per NHS number is checked by the handler (nhsNumberHolder),
-// which has the store.
+// The store-wide rule of one live Patient per NHS number is checked by the handler, which has the
+// store (nhsNumberHolder).
 func modeIssues(mode string, patient *jsonNode) []fhirIssue {
 	if mode == "update" && patient.member("id") == nil {
 		return []fhirIssue{fhirError("required", "Patient.id",
