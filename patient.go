@@ -497,7 +497,7 @@ func (v *fhirValidator) contained(n *jsonNode) {
 
 // fhirIsResourceName reports whether s looks like a resource type name (an upper-case letter then letters).
 func fhirIsResourceName(s string) bool {
-	return s != "" && s[0] >= 'A' && s[0] <= 'Z' && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") == ""
+	return s != "" && s[0] >= 'A' && s[0] <= 'Z' && strings.Trim(s, asciiLetters) == ""
 }
 
 // invariants checks the constraints of typ that span several elements (fhir.md section 3), plus the NHS
@@ -711,8 +711,11 @@ func fhirTypeHint(typ string) string {
 
 // validFHIRID reports whether s is a valid FHIR id ([A-Za-z0-9\-\.]{1,64}); the handlers use it for URL ids.
 func validFHIRID(s string) bool {
-	return len(s) >= 1 && len(s) <= 64 && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.") == ""
+	return len(s) >= 1 && len(s) <= 64 && strings.Trim(s, asciiLetters+"0123456789-.") == ""
 }
+
+// asciiLetters is the set of ASCII letters, for strings.Trim(s, set) == "" (every byte in the set).
+const asciiLetters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 // fhirDigits reports whether s is non-empty and all ASCII digits.
 func fhirDigits(s string) bool {
